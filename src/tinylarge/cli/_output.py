@@ -1,0 +1,55 @@
+"""Shared output helpers: JSON for machines, rich tables for people."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(highlight=False)
+
+
+def _clean(value: Any) -> Any:
+    """Make a value strict-JSON safe (no NaN/inf, tuples as lists)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def print_json(obj: Any) -> None:
+    """Print ``obj`` as indented, strict JSON on stdout."""
+    print(json.dumps(_clean(obj), indent=2, allow_nan=False))
+
+
+def print_table(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None
+) -> None:
+    """Print a table for people; numbers right-aligned."""
+    table = Table(title=title, show_lines=False)
+    first = rows[0] if rows else []
+    for i, col in enumerate(columns):
+        numeric = i < len(first) and isinstance(first[i], (int, float))
+        table.add_column(col, justify="right" if numeric else "left")
+    for row in rows:
+        table.add_row(*(_fmt(v) for v in row))
+    console.print(table)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        if abs(value) >= 1e6 or abs(value) < 1e-3:
+            return f"{value:.3g}"
+        return f"{value:.4g}"
+    return str(value)

@@ -1,0 +1,12 @@
+"""`tinylarge link` (being written)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add the `link` command to the subparsers `sub`."""
+    parser: argparse.ArgumentParser = sub.add_parser("link", help="(being written)")
+    parser.set_defaults(func=lambda args: 0)

@@ -1,0 +1,12 @@
+"""`tinylarge profile` (being written)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add the `profile` command to the subparsers `sub`."""
+    parser: argparse.ArgumentParser = sub.add_parser("profile", help="(being written)")
+    parser.set_defaults(func=lambda args: 0)
