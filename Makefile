@@ -13,10 +13,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The CPU build of torch on disk; a looser spec would download a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,ray]'
+	# numba compiles librosa's kernels once per install: do it here, not inside a timed test
+	$(BIN)/python -c 'import numpy, librosa; librosa.feature.mfcc(y=numpy.zeros(8000, "float32"), sr=8000)'
 	touch $(STAMP)
 
 demo: $(STAMP)
+	rm -rf runs/quickstart
 	$(BIN)/tinylarge run examples/quickstart.yaml --out runs/quickstart
 
 lint: $(STAMP)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-console = Console(highlight=False)
+#: Tables are wide; when stdout is not a terminal (a pipe, a file) do not wrap at 80 columns.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 def _clean(value: Any) -> Any:

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from tinylarge import __version__
-from tinylarge.cli import devices, link, profile, validate
+from tinylarge.cli import compare, devices, link, profile, run, validate
 from tinylarge.errors import USER_ERROR_EXIT_CODE, TinylargeError
 
-COMMANDS = (devices, link, profile, validate)
+COMMANDS = (run, compare, validate, devices, link, profile)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -57,10 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def run() -> None:
+def entry() -> None:
     """Console-script entry point."""
     raise SystemExit(main())
 
 
 if __name__ == "__main__":
-    run()
+    entry()

@@ -1,12 +1,185 @@
-"""`tinylarge profile` (being written)."""
+"""``tinylarge profile MODEL``: per-layer MACs, parameters and memory of a model.
+
+MODEL is a zoo name (``tinylarge profile cnn-tiny --input-shape 1,28,28``) or
+a ``.tflite``/``.onnx`` file. With ``--device`` the profile is checked against
+a catalogue device: does it fit flash and SRAM, and what one inference costs
+in seconds and joules.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
+
+from tinylarge.cli._output import print_json, print_table
+from tinylarge.errors import TinylargeError
+from tinylarge.models.files import FILE_READERS, profile_file
+from tinylarge.models.profile import ModelProfile
+from tinylarge.models.profiler import profile_model
+from tinylarge.models.zoo import MODELS, build_model
 
 
 def register(sub: Any) -> None:
     """Add the `profile` command to the subparsers `sub`."""
-    parser: argparse.ArgumentParser = sub.add_parser("profile", help="(being written)")
-    parser.set_defaults(func=lambda args: 0)
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "profile",
+        help="per-layer MACs, parameters, flash and peak SRAM of a model",
+        description="Profile a zoo model or a .tflite/.onnx file: MACs, parameters, "
+        "activation bytes per layer, flash bytes and peak SRAM from a memory plan. "
+        "With --device, also whether it fits and the latency and energy of one inference.",
+    )
+    parser.add_argument(
+        "model", metavar="MODEL", help=f"zoo model ({', '.join(MODELS.names())}) or a file path"
+    )
+    parser.add_argument(
+        "--input-shape",
+        default=None,
+        help="input shape without the batch dimension, e.g. 1,28,28 (zoo models; "
+        "default: the model's own)",
+    )
+    parser.add_argument("--num-classes", type=int, default=10, help="classes (zoo models)")
+    parser.add_argument(
+        "--dtype",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="bytes of weights and activations (zoo models; a file has its own)",
+    )
+    parser.add_argument("--device", default=None, help="catalogue device id to check against")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.set_defaults(func=run)
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """Parse ``"1,28,28"`` (or ``"1x28x28"``) into a shape of positive integers."""
+    parts = [p.strip() for p in text.replace("x", ",").split(",")]
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if not shape or any(d < 1 for d in shape):
+        raise TinylargeError(
+            f"--input-shape must be comma-separated positive integers like 1,28,28, got {text!r}"
+        )
+    return shape
+
+
+def load_profile(
+    model: str, *, input_shape: str | None, num_classes: int, dtype: str
+) -> ModelProfile:
+    """Profile a zoo model by name or a model file by path."""
+    path = Path(model)
+    if path.suffix.lower() in FILE_READERS or (path.suffix and model not in MODELS):
+        if input_shape is not None:
+            raise TinylargeError("--input-shape applies to zoo models only, not to model files")
+        return profile_file(path)
+    spec = MODELS[model]
+    shape = parse_shape(input_shape) if input_shape is not None else spec.default_input_shape
+    module = build_model(model, input_shape=shape, num_classes=num_classes)
+    return profile_model(
+        module, input_shape=shape, name=model, dtype="int8" if dtype == "int8" else "fp32"
+    )
+
+
+def device_report(profile: ModelProfile, device_id: str) -> dict[str, Any]:
+    """Fit check and per-inference cost of ``profile`` on catalogue device ``device_id``."""
+    from tinylarge.hardware.catalogue import get_device
+    from tinylarge.hardware.cost import inference_cost
+    from tinylarge.hardware.fit import check_fit
+
+    device = get_device(device_id)
+    fit = check_fit(profile, device)
+    cost = inference_cost(profile, device)
+    report: dict[str, Any] = {
+        "device": device_id,
+        "fits": bool(fit.fits),
+        "latency_s": float(cost.latency_s),
+        "energy_j": float(cost.energy_j),
+    }
+    if not fit.fits:
+        report["reason"] = str(fit.reason)
+    return report
+
+
+def to_json(profile: ModelProfile) -> dict[str, Any]:
+    """The profile as the JSON object ``tinylarge profile --json`` prints."""
+    return {
+        "model": profile.name,
+        "input_shape": list(profile.input_shape),
+        "dtype": profile.dtype,
+        "macs": profile.macs,
+        "params": profile.params,
+        "weight_bytes": profile.weight_bytes,
+        "flash_bytes": profile.flash_bytes,
+        "peak_sram_bytes": profile.peak_sram_bytes,
+        "arena_bytes": profile.extra.get("arena_bytes"),
+        "train_memory_bytes": profile.train_memory_bytes,
+        "flash_bytes_fp32": profile.extra.get("flash_bytes_fp32"),
+        "flash_bytes_int8": profile.extra.get("flash_bytes_int8"),
+        "macs_by_op": profile.macs_by_op(),
+        "layers": [
+            {
+                "name": layer.name,
+                "kind": layer.kind,
+                "op": layer.op,
+                "macs": layer.macs,
+                "params": layer.params,
+                "output_shape": list(layer.output_shape),
+                "output_bytes": layer.output_bytes,
+            }
+            for layer in profile.layers
+        ],
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    profile = load_profile(
+        args.model, input_shape=args.input_shape, num_classes=args.num_classes, dtype=args.dtype
+    )
+    report = to_json(profile)
+    if args.device is not None:
+        report.update(device_report(profile, args.device))
+    if args.json:
+        print_json(report)
+        return 0
+    rows = [
+        [
+            _short(layer.name),
+            layer.kind,
+            layer.op,
+            layer.macs,
+            layer.params,
+            "x".join(str(d) for d in layer.output_shape),
+            layer.output_bytes,
+        ]
+        for layer in profile.layers
+    ]
+    shape = "x".join(str(d) for d in profile.input_shape)
+    print_table(
+        ["layer", "type", "op", "MACs", "params", "output", "output B"],
+        rows,
+        title=f"{profile.name} ({shape}, {profile.dtype})",
+    )
+    totals: list[list[Any]] = [
+        ["MACs", profile.macs],
+        ["params", profile.params],
+        ["weight bytes", profile.weight_bytes],
+        ["flash bytes", profile.flash_bytes],
+        ["peak SRAM bytes", profile.peak_sram_bytes],
+        ["arena bytes (greedy)", report["arena_bytes"]],
+        ["train memory bytes (batch 1)", profile.train_memory_bytes],
+    ]
+    if args.device is not None:
+        totals += [
+            [f"fits {args.device}", "yes" if report["fits"] else f"no: {report['reason']}"],
+            ["latency s", report["latency_s"]],
+            ["energy J", report["energy_j"]],
+        ]
+    print_table(["total", "value"], totals)
+    return 0
+
+
+def _short(name: str, *, max_chars: int = 40) -> str:
+    """A layer name for a table: the last of TFLite's ``;``-joined fused names, clipped."""
+    last = name.rsplit(";", 1)[-1]
+    return last if len(last) <= max_chars else "…" + last[-(max_chars - 1) :]

@@ -33,8 +33,12 @@ class LayerProfile:
         op: operator class used by the cost model.
         macs: multiply-accumulates of one forward pass (batch 1).
         params: trainable parameters (weights and biases).
-        output_shape: shape of the output activation at batch 1.
+        output_shape: shape of the output activation without the batch
+            dimension, in the source layout (PyTorch and ONNX: channels first;
+            TFLite: channels last).
         output_bytes: bytes of the output activation at the profile's dtype.
+        kind: operator type in the source model (``"Conv2d"``, ``"CONV_2D"``,
+            ``"Gemm"``), for people; ``op`` is what the cost model uses.
     """
 
     name: str
@@ -43,6 +47,7 @@ class LayerProfile:
     params: int
     output_shape: tuple[int, ...]
     output_bytes: int
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -63,10 +68,14 @@ class ModelProfile:
             format overhead); for a file, its size on disk.
         peak_sram_bytes: peak bytes of live activations for inference, from a
             memory plan over the execution order.
-        train_memory_bytes: bytes to train at batch size ``train_batch_size`` with
-            SGD+momentum at fp32: weights, gradients, optimizer state and the
-            activations saved for the backward pass. ``None`` when unknown.
+        train_memory_bytes: bytes to train at batch size ``train_batch_size`` at
+            fp32: weights, gradients, optimizer state (``extra["train_optimizer"]``,
+            SGD+momentum unless asked otherwise) and the activations saved for
+            the backward pass. ``None`` when unknown.
         train_batch_size: batch size ``train_memory_bytes`` assumes.
+        extra: further figures; the profilers fill ``flash_bytes_fp32``,
+            ``flash_bytes_int8``, ``arena_bytes`` (greedy arena layout, at least
+            ``peak_sram_bytes``) and ``train_optimizer``.
     """
 
     name: str

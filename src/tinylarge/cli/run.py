@@ -1,0 +1,78 @@
+"""``tinylarge run CONFIG``: run one experiment into a run directory."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from tinylarge.cli._output import print_json, print_table
+from tinylarge.config import ExperimentConfig, load_config
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "run",
+        help="run an experiment (federated, split, ...) and write a run directory",
+        description="Run an experiment config on the simulated network. Writes config.yaml, "
+        "metrics.csv, ledger.csv, a checkpoint each round and summary.json (last).",
+    )
+    p.add_argument("config", help="experiment YAML file")
+    p.add_argument("--out", help="run directory (default: runs/<config name>)")
+    p.add_argument(
+        "--backend", choices=["sequential", "ray"], help="override engine.backend of the config"
+    )
+    p.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
+    p.add_argument("--json", action="store_true", help="print summary.json to stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def default_out(cfg: ExperimentConfig) -> Path:
+    return Path("runs") / cfg.name
+
+
+def run(args: argparse.Namespace) -> int:
+    from tinylarge.sim.engine import run_experiment
+
+    cfg = load_config(args.config)
+    out = Path(args.out) if args.out else default_out(cfg)
+    summary = run_experiment(
+        cfg,
+        out=out,
+        backend=args.backend,
+        resume=args.resume,
+        progress=not (args.json or args.quiet),
+    )
+    if args.json:
+        print_json(summary)
+    else:
+        print_summary(summary, out)
+    return 0
+
+
+def print_summary(s: dict[str, Any], out: Path) -> None:
+    rows: list[list[Any]] = [
+        ["scheme / dataset / model", f"{s['scheme']} / {s['dataset']} / {s['model']}"],
+        ["rounds", s["rounds"]],
+        ["accuracy (device-side model)", _pct(s["accuracy"])],
+    ]
+    if s.get("large_accuracy") is not None:
+        rows.append(["accuracy (server-side model)", _pct(s["large_accuracy"])])
+    rows += [
+        ["simulated time", f"{s['total_latency_s']:.2f} s"],
+        ["device energy", f"{s['device_energy_j']:.4g} J"],
+        ["bytes up / down", f"{s['bytes_up']:,} / {s['bytes_down']:,}"],
+        [
+            "devices / excluded",
+            f"{s['num_devices']} / {sum(v['count'] for v in s['excluded'].values())}",
+        ],
+        ["wall time", f"{s['wall_time_s']:.1f} s"],
+    ]
+    for pid, info in s["excluded"].items():
+        rows.append([f"excluded {pid} x{info['count']}", info["reason"]])
+    print_table(["", ""], rows, title=f"run {out}")
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}%"

@@ -1,0 +1,112 @@
+"""Does a model fit a device? Flash for the weights, SRAM for the activations.
+
+Inference (the TFLite Micro deployment model): the model file lives in flash
+and the tensor arena in SRAM, so the check is
+
+    profile.flash_bytes     <= device.flash_bytes
+    profile.peak_sram_bytes <= device.sram_contiguous_bytes
+
+The arena is one static buffer (TFLite Micro allocates all activations from a
+single ``tensor_arena`` array), which is why the *largest contiguous* SRAM
+range is the limit, not the total: an STM32H743 has 1 MiB of RAM in five banks
+but a 512 KiB arena limit. ``peak_sram_bytes`` is the peak of live
+activations from the memory plan; no extra reserve is added for the
+interpreter's own bookkeeping (a few KiB in TFLite Micro, and no per-device
+source for it), so the check is optimistic by that margin.
+
+Training: the device must be able to train (``can_train``) and the training
+memory (weights, gradients, optimizer state, saved activations; see
+:attr:`~tinylarge.models.profile.ModelProfile.train_memory_bytes`) must fit
+the total SRAM; the model must still fit flash. Training buffers are separate
+allocations, so they may spread over several banks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tinylarge.hardware.catalogue import DeviceProfile
+from tinylarge.models.profile import ModelProfile
+
+
+@dataclass(frozen=True)
+class FitReport:
+    """Whether a model fits a device, and the numbers behind the answer.
+
+    Attributes:
+        fits: every check passed.
+        reason: why not (all failed checks, ``"; "``-joined), ``None`` if it fits.
+        flash_bytes: flash the model needs.
+        flash_capacity_bytes: flash the device has.
+        sram_bytes: SRAM the model needs (peak activations for inference,
+            training memory for training; 0 when unknown).
+        sram_capacity_bytes: SRAM it may use (largest contiguous range for
+            inference, total for training).
+    """
+
+    fits: bool
+    reason: str | None
+    flash_bytes: int
+    flash_capacity_bytes: int
+    sram_bytes: int
+    sram_capacity_bytes: int
+
+
+def format_bytes(n: int) -> str:
+    """Bytes for people, in binary units.
+
+    >>> format_bytes(412 * 1024)
+    '412 KiB'
+    >>> format_bytes(3 * 1024**3)
+    '3 GiB'
+    """
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def check_fit(profile: ModelProfile, device: DeviceProfile, *, training: bool = False) -> FitReport:
+    """Check ``profile`` against ``device`` for inference or on-device training.
+
+    >>> from tinylarge.hardware.catalogue import get_device
+    >>> from tinylarge.models.profile import ModelProfile
+    >>> big = ModelProfile("m", (96, 96, 3), "int8", (), 0, 0, 0, 100_000, 412 * 1024)
+    >>> check_fit(big, get_device("stm32f746")).reason
+    'peak SRAM 412 KiB > largest contiguous SRAM 320 KiB'
+    """
+    reasons: list[str] = []
+    if profile.flash_bytes > device.flash_bytes:
+        reasons.append(
+            f"model {format_bytes(profile.flash_bytes)} > flash {format_bytes(device.flash_bytes)}"
+        )
+    if training:
+        capacity = device.sram_bytes
+        needed = profile.train_memory_bytes
+        if not device.can_train:
+            reasons.append(f"device {device.id} cannot train on-device")
+        if needed is None:
+            reasons.append("training memory of the model is unknown")
+        elif needed > capacity:
+            reasons.append(
+                f"training memory {format_bytes(needed)} > SRAM {format_bytes(capacity)}"
+            )
+        sram_needed = needed or 0
+    else:
+        capacity = device.sram_contiguous_bytes
+        sram_needed = profile.peak_sram_bytes
+        if sram_needed > capacity:
+            reasons.append(
+                f"peak SRAM {format_bytes(sram_needed)} > largest contiguous SRAM "
+                f"{format_bytes(capacity)}"
+            )
+    return FitReport(
+        fits=not reasons,
+        reason="; ".join(reasons) if reasons else None,
+        flash_bytes=profile.flash_bytes,
+        flash_capacity_bytes=device.flash_bytes,
+        sram_bytes=sram_needed,
+        sram_capacity_bytes=capacity,
+    )

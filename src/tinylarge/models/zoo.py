@@ -1,0 +1,327 @@
+"""Model zoo: tiny models for devices and large models for servers, built by name.
+
+>>> from tinylarge.models.zoo import build_model
+>>> model = build_model("cnn-tiny", input_shape=(1, 28, 28), num_classes=10)
+
+Every builder takes the input shape without the batch dimension and the number
+of classes, plus its own keyword options (``width``, ``hidden``, ...), and
+raises :class:`~tinylarge.errors.TinylargeError` for a shape it cannot take.
+
+Tiny tier (fits a microcontroller at int8):
+
+- ``mlp``: flatten -> hidden layers -> classes; any input shape.
+- ``cnn-tiny``: two 3x3 conv + max-pool stages and a linear head, for small
+  images ``(C, H, W)`` with H, W >= 4 (8x8 digits, 28x28 Fashion-MNIST).
+- ``ds-cnn``: the depthwise-separable CNN of the MLPerf Tiny keyword-spotting
+  benchmark (Zhang et al., "Hello Edge", arXiv:1711.07128) for MFCC features
+  ``(1, T, n_mfcc)``; at ``(1, 49, 10)`` and width 64 it has the reference
+  model's 2.66 M MACs. ``width`` and ``blocks`` scale it.
+- ``cnn1d``: 1-D CNN over sensor windows ``(C, L)`` or tabular features
+  ``(F,)`` (read as one channel of length F).
+
+Large tier (edge/cloud teachers and server-side models):
+
+- ``cnn-large``: three VGG-style stages of two 3x3 conv + BN + ReLU (32, 64,
+  128 channels by default), global average pooling and a linear head.
+- ``resnet-small``: the ResNet-8 of the MLPerf Tiny image-classification
+  benchmark (He et al., arXiv:1512.03385; three residual stacks of 16/32/64
+  channels); at ``(3, 32, 32)`` it has the reference model's 12.5 M MACs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from tinylarge.errors import TinylargeError
+from tinylarge.registry import Registry
+
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A zoo entry.
+
+    Attributes:
+        name: registry name.
+        tier: ``"tiny"`` (device-side) or ``"large"`` (server-side).
+        description: one line for people.
+        default_input_shape: input shape without the batch dimension used when
+            none is given (``tinylarge profile``).
+        builder: ``(input_shape, num_classes, **options) -> nn.Module``.
+    """
+
+    name: str
+    tier: Literal["tiny", "large"]
+    description: str
+    default_input_shape: tuple[int, ...]
+    builder: Builder
+
+
+#: The zoo, by name.
+MODELS: Registry[ModelSpec] = Registry("model")
+
+
+def _register(
+    name: str, *, tier: Literal["tiny", "large"], description: str, default: tuple[int, ...]
+) -> Callable[[Builder], Builder]:
+    def deco(builder: Builder) -> Builder:
+        MODELS.add(name, ModelSpec(name, tier, description, default, builder))
+        return builder
+
+    return deco
+
+
+def model_names() -> list[str]:
+    """Sorted names of the zoo models."""
+    return MODELS.names()
+
+
+def build_model(
+    name: str, *, input_shape: Sequence[int], num_classes: int, **options: Any
+) -> nn.Module:
+    """Build zoo model ``name`` for inputs of ``input_shape`` (no batch dim).
+
+    Raises:
+        UnknownNameError: ``name`` is not in the zoo.
+        TinylargeError: the shape, class count or an option is invalid.
+    """
+    spec = MODELS[name]
+    shape = tuple(int(d) for d in input_shape)
+    if not shape or any(d < 1 for d in shape):
+        raise TinylargeError(f"input_shape must be positive integers, got {tuple(input_shape)}")
+    if num_classes < 1:
+        raise TinylargeError(f"num_classes must be >= 1, got {num_classes}")
+    allowed = [
+        p.name
+        for p in inspect.signature(spec.builder).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("input_shape", "num_classes")
+    ]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TinylargeError(
+            f"unknown option(s) {', '.join(unknown)} for model {name!r}; "
+            f"allowed: {', '.join(sorted(allowed)) or 'none'}"
+        )
+    try:
+        return spec.builder(input_shape=shape, num_classes=num_classes, **options)
+    except TinylargeError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise TinylargeError(f"invalid options {options} for model {name!r}: {exc}") from None
+
+
+def _expect_rank(name: str, shape: tuple[int, ...], ranks: Sequence[int], layout: str) -> None:
+    if len(shape) not in ranks:
+        raise TinylargeError(f"model {name!r} takes inputs shaped {layout}, got {shape}")
+
+
+def _positive(name: str, **values: int) -> None:
+    for key, value in values.items():
+        if value < 1:
+            raise TinylargeError(f"model {name!r}: {key} must be >= 1, got {value}")
+
+
+class Unsqueeze(nn.Module):
+    """Insert a dimension of size 1 (tabular ``(N, F)`` -> ``(N, 1, F)``)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(self.dim)
+
+
+@_register(
+    "mlp",
+    tier="tiny",
+    description="flatten -> hidden ReLU layers -> classes; any input shape",
+    default=(1, 28, 28),
+)
+def build_mlp(
+    *, input_shape: tuple[int, ...], num_classes: int, hidden: int | Sequence[int] = 64
+) -> nn.Module:
+    """Multi-layer perceptron over the flattened input; ``hidden``: width(s) of hidden layers."""
+    sizes = [int(hidden)] if isinstance(hidden, int) else [int(h) for h in hidden]
+    _positive("mlp", **{f"hidden[{i}]": h for i, h in enumerate(sizes)})
+    layers: list[nn.Module] = [nn.Flatten()]
+    features = math.prod(input_shape)
+    for width in sizes:
+        layers += [nn.Linear(features, width), nn.ReLU()]
+        features = width
+    layers.append(nn.Linear(features, num_classes))
+    return nn.Sequential(*layers)
+
+
+@_register(
+    "cnn-tiny",
+    tier="tiny",
+    description="2 x (3x3 conv, ReLU, 2x2 max-pool) + linear; small images (C, H, W)",
+    default=(1, 28, 28),
+)
+def build_cnn_tiny(*, input_shape: tuple[int, ...], num_classes: int, width: int = 16) -> nn.Module:
+    """Small image CNN: ``width`` then ``2 * width`` channels, 2x2 pooling after each conv."""
+    _expect_rank("cnn-tiny", input_shape, (3,), "(C, H, W)")
+    _positive("cnn-tiny", width=width)
+    channels, height, wide = input_shape
+    if height < 4 or wide < 4:
+        raise TinylargeError(f"model 'cnn-tiny' needs H, W >= 4, got {input_shape}")
+    flat = 2 * width * (height // 4) * (wide // 4)
+    return nn.Sequential(
+        nn.Conv2d(channels, width, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(flat, num_classes),
+    )
+
+
+def _conv_bn_relu(
+    cin: int, cout: int, kernel: int | tuple[int, int], **conv: Any
+) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, kernel, bias=False, **conv), nn.BatchNorm2d(cout), nn.ReLU()]
+
+
+def _same_padding(size: int, kernel: int, stride: int) -> int:
+    """Symmetric padding giving TensorFlow's ``"same"`` output size ceil(size / stride)."""
+    out = -(-size // stride)
+    return -(-max((out - 1) * stride + kernel - size, 0) // 2)
+
+
+@_register(
+    "ds-cnn",
+    tier="tiny",
+    description="depthwise-separable CNN for MFCC features (1, T, n_mfcc), MLPerf Tiny KWS",
+    default=(1, 49, 10),
+)
+def build_ds_cnn(
+    *, input_shape: tuple[int, ...], num_classes: int, width: int = 64, blocks: int = 4
+) -> nn.Module:
+    """DS-CNN: a 10x4 stride-2 conv, ``blocks`` depthwise-separable blocks, average pool."""
+    _expect_rank("ds-cnn", input_shape, (3,), "(C, T, n_mfcc)")
+    _positive("ds-cnn", width=width, blocks=blocks)
+    channels, frames, coeffs = input_shape
+    kernel = (min(10, frames), min(4, coeffs))
+    stride = (2 if frames >= 2 else 1, 2 if coeffs >= 2 else 1)
+    padding = tuple(
+        _same_padding(size, k, s)
+        for size, k, s in zip((frames, coeffs), kernel, stride, strict=True)
+    )
+    layers: list[nn.Module] = _conv_bn_relu(channels, width, kernel, stride=stride, padding=padding)
+    for _ in range(blocks):
+        layers += _conv_bn_relu(width, width, 3, padding=1, groups=width)
+        layers += _conv_bn_relu(width, width, 1)
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes)]
+    return nn.Sequential(*layers)
+
+
+@_register(
+    "cnn1d",
+    tier="tiny",
+    description="1-D CNN for sensor windows (C, L) or tabular features (F,)",
+    default=(41,),
+)
+def build_cnn1d(*, input_shape: tuple[int, ...], num_classes: int, width: int = 16) -> nn.Module:
+    """Two 1-D convs (``width``, ``2 * width`` channels), max-pool, global average pool."""
+    _expect_rank("cnn1d", input_shape, (1, 2), "(F,) or (C, L)")
+    _positive("cnn1d", width=width)
+    channels, length = (1, input_shape[0]) if len(input_shape) == 1 else input_shape
+    if length < 2:
+        raise TinylargeError(f"model 'cnn1d' needs a length >= 2, got {input_shape}")
+    head: list[nn.Module] = [Unsqueeze(1)] if len(input_shape) == 1 else []
+    return nn.Sequential(
+        *head,
+        nn.Conv1d(channels, width, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool1d(2),
+        nn.Conv1d(width, 2 * width, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+        nn.Linear(2 * width, num_classes),
+    )
+
+
+@_register(
+    "cnn-large",
+    tier="large",
+    description="VGG-style CNN, 3 stages x 2 (3x3 conv, BN, ReLU), global pool; (C, H, W)",
+    default=(1, 28, 28),
+)
+def build_cnn_large(
+    *, input_shape: tuple[int, ...], num_classes: int, width: int = 32
+) -> nn.Module:
+    """Wider, deeper CNN: stages of ``width``, ``2 * width``, ``4 * width`` channels."""
+    _expect_rank("cnn-large", input_shape, (3,), "(C, H, W)")
+    _positive("cnn-large", width=width)
+    cin, height, wide = input_shape
+    layers: list[nn.Module] = []
+    for stage in range(3):
+        cout = width * 2**stage
+        layers += _conv_bn_relu(cin, cout, 3, padding=1)
+        layers += _conv_bn_relu(cout, cout, 3, padding=1)
+        cin = cout
+        if stage < 2 and height >= 2 and wide >= 2:
+            layers.append(nn.MaxPool2d(2))
+            height, wide = height // 2, wide // 2
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes)]
+    return nn.Sequential(*layers)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv + BN with an identity (or 1x1 conv) skip connection."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Conv2d(cin, cout, 1, stride=stride, bias=True)
+        )
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        out = out + self.shortcut(x)
+        result: torch.Tensor = self.relu2(out)
+        return result
+
+
+@_register(
+    "resnet-small",
+    tier="large",
+    description="ResNet-8 (3 residual stacks, 16/32/64 ch), MLPerf Tiny IC; (C, H, W)",
+    default=(3, 32, 32),
+)
+def build_resnet_small(
+    *, input_shape: tuple[int, ...], num_classes: int, width: int = 16
+) -> nn.Module:
+    """ResNet-8: stem conv, stacks of ``width``, ``2 * width``, ``4 * width`` channels."""
+    _expect_rank("resnet-small", input_shape, (3,), "(C, H, W)")
+    _positive("resnet-small", width=width)
+    channels = input_shape[0]
+    return nn.Sequential(
+        *_conv_bn_relu(channels, width, 3, padding=1),
+        BasicBlock(width, width, 1),
+        BasicBlock(width, 2 * width, 2),
+        BasicBlock(2 * width, 4 * width, 2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4 * width, num_classes),
+    )

@@ -1,0 +1,358 @@
+"""The simulation context: who the clients are, and the round mechanics that bill.
+
+Schemes ask the context to train, transfer and evaluate; the context does the
+work through the backend and records every computation and transfer in the
+:class:`~tinylarge.sim.ledger.Ledger`. It owns the simulated clock of a round:
+a participant's finish time is its download time plus its training time plus
+its upload time; a synchronous round ends when the last participant arrives
+(or at the deadline, where stragglers are dropped), plus server aggregation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tinylarge.config import ExperimentConfig
+from tinylarge.data import Dataset, load_dataset
+from tinylarge.data.partition import partition
+from tinylarge.errors import TinylargeError
+from tinylarge.hardware.catalogue import DeviceProfile, get_device
+from tinylarge.hardware.cost import macs_cost, training_cost
+from tinylarge.hardware.fit import FitReport, check_fit
+from tinylarge.models.profile import ModelProfile
+from tinylarge.models.profiler import profile_model
+from tinylarge.network.cell import equal_shares
+from tinylarge.network.link import Link
+from tinylarge.sim.backends import Backend, make_backend
+from tinylarge.sim.client import FitResult, FitTask, ModelSpec, TrainSettings, Weights
+from tinylarge.sim.client import evaluate as evaluate_weights
+from tinylarge.sim.ledger import Event, Ledger
+
+
+@dataclass
+class Client:
+    """One simulated device."""
+
+    id: int
+    profile: DeviceProfile
+    link_name: str
+    link: Link
+    indices: np.ndarray
+    fit: FitReport
+
+    @property
+    def node(self) -> str:
+        return f"client-{self.id}"
+
+
+@dataclass
+class RoundOutcome:
+    """What one synchronous federated round produced and cost."""
+
+    results: list[FitResult]
+    participants: list[int]
+    dropped: dict[int, str] = field(default_factory=dict)
+    latency_s: float = 0.0
+
+
+def weights_nbytes(weights: Weights) -> int:
+    return int(sum(np.asarray(w).nbytes for w in weights))
+
+
+class Context:
+    """Clients, data, model spec, server, ledger and backend of one run."""
+
+    def __init__(self, config: ExperimentConfig, *, backend: str | None = None) -> None:
+        self.config = config
+        self.seed = config.seed
+        task = config.task
+        self.dataset: Dataset = load_dataset(
+            task.dataset, data_dir=task.data_dir, subset=task.subset, seed=config.seed
+        )
+        ds = self.dataset
+        self.spec = ModelSpec(
+            name=config.model.name,
+            input_shape=tuple(ds.input_shape),
+            num_classes=ds.num_classes,
+            options=dict(config.model.options),
+        )
+        t = config.training
+        self.settings = TrainSettings(
+            epochs=t.local_epochs,
+            batch_size=t.batch_size,
+            lr=t.lr,
+            optimizer=t.optimizer,
+            momentum=t.momentum,
+            weight_decay=t.weight_decay,
+        )
+        self.model_profile: ModelProfile = profile_model(
+            self.spec.build(),
+            input_shape=self.spec.input_shape,
+            name=self.spec.name,
+            dtype="fp32",
+            train_batch_size=t.batch_size,
+            optimizer="adam"
+            if t.optimizer == "adam"
+            else ("sgd-momentum" if t.optimizer == "momentum" else "sgd"),
+        )
+        self.server: DeviceProfile = get_device(config.topology.server.profile)
+        self.ledger = Ledger()
+        self.clients = self._make_clients()
+        self.backend_name = backend or config.engine.backend
+        self._backend: Backend | None = None
+
+    # -- set-up ------------------------------------------------------------
+    def _make_clients(self) -> list[Client]:
+        cfg = self.config
+        n = cfg.topology.num_devices
+        ds = self.dataset
+        parts = partition(
+            cfg.task.partition.name,
+            ds.y_train,
+            num_clients=n,
+            seed=cfg.seed,
+            groups=ds.groups_train,
+            **dict(cfg.task.partition.options),
+        )
+        clients: list[Client] = []
+        for group in cfg.topology.devices:
+            profile = get_device(group.profile)
+            link = Link.from_preset(group.link, distance_m=group.distance_m)
+            report = check_fit(self.model_profile, profile, training=True)
+            for _ in range(group.count):
+                cid = len(clients)
+                clients.append(
+                    Client(
+                        id=cid,
+                        profile=profile,
+                        link_name=group.link,
+                        link=link,
+                        indices=parts[cid],
+                        fit=report,
+                    )
+                )
+        if not any(c.fit.fits for c in clients):
+            reasons = {c.profile.id: c.fit.reason for c in clients}
+            detail = "; ".join(f"{k}: {v}" for k, v in sorted(reasons.items()))
+            raise TinylargeError(
+                f"model {cfg.model.name!r} cannot be trained on any device of the topology "
+                f"({detail}); choose a smaller model or a scheme for constrained devices"
+            )
+        return clients
+
+    @property
+    def eligible(self) -> list[Client]:
+        """Clients whose training memory fits: the others are excluded and reported."""
+        return [c for c in self.clients if c.fit.fits]
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = make_backend(
+                self.backend_name,
+                self.dataset.x_train,
+                self.dataset.y_train,
+                address=self.config.engine.ray_address,
+            )
+        return self._backend
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    # -- randomness --------------------------------------------------------
+    def rng(self, rnd: int, stream: int) -> np.random.Generator:
+        """A generator that depends only on (seed, round, stream): resumable and order-free."""
+        return np.random.default_rng([self.seed, rnd + 1, stream])
+
+    def task_seed(self, rnd: int, client: int) -> int:
+        return int(np.random.SeedSequence([self.seed, rnd + 1, 7, client]).generate_state(1)[0])
+
+    # -- round mechanics ---------------------------------------------------
+    def sample_clients(self, rnd: int) -> list[Client]:
+        """Sample ``fraction`` of the eligible clients (at least ``min_clients``)."""
+        pool = self.eligible
+        t = self.config.training
+        k = min(len(pool), max(t.min_clients, round(t.fraction * len(pool))))
+        chosen = self.rng(rnd, 1).choice(len(pool), size=k, replace=False)
+        return [pool[i] for i in sorted(chosen)]
+
+    def _shares(self, clients: Sequence[Client]) -> dict[int, float]:
+        """Bandwidth share of each client: those on the same link preset share its cell."""
+        by_link: dict[str, list[Client]] = {}
+        for c in clients:
+            by_link.setdefault(c.link_name, []).append(c)
+        out: dict[int, float] = {}
+        for group in by_link.values():
+            for c, s in zip(group, equal_shares(len(group)), strict=True):
+                out[c.id] = s
+        return out
+
+    def transfer(
+        self,
+        rnd: int,
+        client: Client,
+        num_bytes: int,
+        *,
+        direction: str,
+        what: str,
+        share: float = 1.0,
+    ) -> tuple[float, bool]:
+        """Move ``num_bytes`` over the client's link; bill it; return (seconds, outage)."""
+        eng = self.config.engine
+        stream = 2 if direction == "down" else 3
+        res = client.link.transfer(
+            num_bytes,
+            rng=self.rng(rnd, stream * 1_000_003 + client.id),
+            share=share,
+            direction=direction,  # type: ignore[arg-type]
+            fading=eng.fading,
+            shadowing=eng.shadowing,
+        )
+        if res.outage:
+            return 0.0, True
+        self.ledger.record(
+            Event(
+                round=rnd,
+                node=client.node,
+                side="device",
+                kind="upload" if direction == "up" else "download",
+                what=what,
+                profile=client.profile.id,
+                link=client.link_name,
+                seconds=res.time_s,
+                joules=res.energy_j,
+                bytes=num_bytes,
+            )
+        )
+        return res.time_s, False
+
+    def bill_training(self, rnd: int, client: Client, samples: int) -> float:
+        cost = training_cost(self.model_profile, client.profile, samples=samples)
+        self.ledger.record(
+            Event(
+                round=rnd,
+                node=client.node,
+                side="device",
+                kind="compute",
+                what="local-train",
+                profile=client.profile.id,
+                seconds=cost.latency_s,
+                joules=cost.energy_j,
+                macs=cost.macs,
+            )
+        )
+        return cost.latency_s
+
+    def bill_server(self, rnd: int, macs: int, *, what: str) -> float:
+        cost = macs_cost(macs, self.server, dtype="fp32", op="elementwise")
+        self.ledger.record(
+            Event(
+                round=rnd,
+                node="server",
+                side="server",
+                kind="compute",
+                what=what,
+                profile=self.server.id,
+                seconds=cost.latency_s,
+                joules=cost.energy_j,
+                macs=cost.macs,
+            )
+        )
+        return cost.latency_s
+
+    def federated_round(
+        self,
+        rnd: int,
+        weights: Weights,
+        *,
+        trainer: str = "erm",
+        trainer_options: dict[str, float] | None = None,
+    ) -> RoundOutcome:
+        """One synchronous round: broadcast, local training, upload; billed and timed.
+
+        A participant can drop out at random (``engine.dropout_prob``, after the
+        download), lose its link (outage), or arrive after ``engine.deadline_s``
+        (a straggler: its work is billed, its update discarded).
+        """
+        eng = self.config.engine
+        participants = self.sample_clients(rnd)
+        shares = self._shares(participants)
+        size = weights_nbytes(weights)
+        dropped: dict[int, str] = {}
+        elapsed: dict[int, float] = {}
+        drop_draw = self.rng(rnd, 4).random(len(participants))
+        active: list[Client] = []
+        for c, u in zip(participants, drop_draw, strict=True):
+            t_down, outage = self.transfer(
+                rnd, c, size, direction="down", what="weights", share=shares[c.id]
+            )
+            if outage:
+                dropped[c.id] = "outage"
+            elif u < eng.dropout_prob:
+                dropped[c.id] = "dropout"
+            else:
+                elapsed[c.id] = t_down
+                active.append(c)
+        tasks = [
+            FitTask(
+                client=c.id,
+                round=rnd,
+                seed=self.task_seed(rnd, c.id),
+                spec=self.spec,
+                weights=weights,
+                indices=c.indices,
+                settings=self.settings,
+                trainer=trainer,
+                trainer_options=dict(trainer_options or {}),
+            )
+            for c in active
+        ]
+        results = self.backend.fit_many(tasks)
+        up_shares = self._shares(active)
+        kept: list[FitResult] = []
+        for c, r in zip(active, results, strict=True):
+            t = elapsed[c.id] + self.bill_training(rnd, c, r.num_samples * self.settings.epochs)
+            t_up, outage = self.transfer(
+                rnd,
+                c,
+                weights_nbytes(r.weights),
+                direction="up",
+                what="weights",
+                share=up_shares[c.id],
+            )
+            t += t_up
+            if outage:
+                dropped[c.id] = "outage"
+            elif eng.deadline_s is not None and t > eng.deadline_s:
+                dropped[c.id] = "straggler"
+            else:
+                kept.append(r)
+            elapsed[c.id] = t
+        arrivals = [elapsed[r.client] for r in kept]
+        end = max(arrivals, default=0.0)
+        if eng.deadline_s is not None and any(v == "straggler" for v in dropped.values()):
+            end = eng.deadline_s
+        num_params = sum(int(np.asarray(w).size) for w in weights)
+        end += self.bill_server(rnd, num_params * max(len(kept), 1), what="aggregate")
+        return RoundOutcome(
+            results=kept,
+            participants=[c.id for c in participants],
+            dropped=dropped,
+            latency_s=end,
+        )
+
+    def evaluate(self, weights: Weights) -> tuple[float, float]:
+        ds = self.dataset
+        return evaluate_weights(self.spec, weights, ds.x_test, ds.y_test)
+
+    def fits_by_profile(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for c in self.clients:
+            out[c.profile.id] = {"fits": c.fit.fits, "reason": c.fit.reason}
+        return out

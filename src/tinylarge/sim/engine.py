@@ -1,0 +1,188 @@
+"""The round loop, written once for every scheme and backend.
+
+``run_experiment`` builds the context (data, clients, fit checks), the scheme
+and the run directory, then runs rounds on the simulated clock: each round's
+metrics, ledger events and a checkpoint are written as it completes, and
+summary.json last. ``resume=True`` continues a stopped run from its last
+checkpoint to the same final numbers, because every random draw depends only
+on (seed, round, stream), never on how many draws came before.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tinylarge.config import ExperimentConfig
+from tinylarge.results.rundir import RunDir
+from tinylarge.schemes import SCHEMES
+from tinylarge.schemes.base import Scheme
+from tinylarge.sim.context import Context
+from tinylarge.sim.ledger import Ledger
+
+
+def build_scheme(ctx: Context) -> Scheme:
+    cls = SCHEMES[ctx.config.scheme.name]
+    options = cls.Options.model_validate(ctx.config.scheme.options)
+    return cls(ctx, options)
+
+
+def summarize(
+    ctx: Context,
+    scheme: Scheme,
+    rows: list[dict[str, Any]],
+    ledger: Ledger,
+    *,
+    wall_time_s: float,
+) -> dict[str, Any]:
+    """summary.json: every key of DESIGN section 4, derived from the ledger and metrics."""
+    cfg = ctx.config
+    last = rows[-1] if rows else {}
+    excluded: dict[str, dict[str, Any]] = {}
+    for c in ctx.clients:
+        if not c.fit.fits:
+            entry = excluded.setdefault(c.profile.id, {"count": 0, "reason": c.fit.reason})
+            entry["count"] += 1
+    prof = ctx.model_profile
+    summary: dict[str, Any] = {
+        "scheme": cfg.scheme.name,
+        "dataset": cfg.task.dataset,
+        "model": cfg.model.name,
+        "rounds": len(rows),
+        "seed": cfg.seed,
+        "backend": ctx.backend_name,
+        "accuracy": last.get("accuracy"),
+        "large_accuracy": last.get("large_accuracy"),
+        "loss": last.get("loss"),
+        "round_latency_s": [r["latency_s"] for r in rows],
+        "total_latency_s": sum(r["latency_s"] for r in rows),
+        "device_energy_j": ledger.device_energy_j(),
+        "device_compute_energy_j": ledger.total("joules", side="device", kind="compute"),
+        "device_macs": ledger.device_macs(),
+        "server_energy_j": ledger.total("joules", side="server"),
+        "bytes_up": ledger.bytes_up(),
+        "bytes_down": ledger.bytes_down(),
+        "fits": {pid: v["fits"] for pid, v in ctx.fits_by_profile().items()},
+        "excluded": excluded,
+        "num_devices": len(ctx.clients),
+        "peak_sram_bytes": prof.peak_sram_bytes,
+        "flash_bytes": prof.flash_bytes,
+        "train_memory_bytes": prof.train_memory_bytes,
+        "params": prof.params,
+        "wall_time_s": wall_time_s,
+    }
+    summary.update(scheme.summary_extras())
+    return summary
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    *,
+    out: str | Path,
+    backend: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) an experiment into the run directory ``out``; return the summary."""
+    started = time.perf_counter()
+    run = RunDir(out)
+    if resume:
+        run.check_resumable(config)
+    else:
+        run.check_new()
+    ctx = Context(config, backend=backend)
+    try:
+        _ = ctx.backend  # fail on a missing extra before anything is written
+        scheme = build_scheme(ctx)
+        scheme.setup()
+        first = 0
+        rows: list[dict[str, Any]] = []
+        prior_wall = 0.0
+        if resume:
+            ckpt = run.load_checkpoint()
+            scheme.load_state(ckpt["scheme"])
+            first = ckpt["round"] + 1
+            prior_wall = ckpt.get("wall_time_s", 0.0)
+            rows, ledger = run.truncate_to(ckpt["round"])
+            ctx.ledger = ledger
+        else:
+            run.create(config)
+        rounds = config.training.rounds
+        clock = rows[-1]["clock_s"] if rows else 0.0
+        with _progress(progress, config) as bar:
+            task = bar.add_task("rounds", total=rounds, completed=first, status="")
+            for rnd in range(first, rounds):
+                n_before = len(ctx.ledger)
+                report = scheme.run_round(rnd)
+                clock += report.latency_s
+                final = rnd == rounds - 1
+                metrics: dict[str, Any] = {"accuracy": None, "large_accuracy": None, "loss": None}
+                if final or (rnd + 1) % config.engine.eval_every == 0:
+                    metrics = dict(scheme.evaluate())
+                row = {
+                    "round": rnd,
+                    **metrics,
+                    "train_loss": report.train_loss,
+                    "latency_s": report.latency_s,
+                    "clock_s": clock,
+                    "participants": report.participants,
+                    "dropped": len(report.dropped),
+                    "bytes_up": ctx.ledger.bytes_up(round=rnd),
+                    "bytes_down": ctx.ledger.bytes_down(round=rnd),
+                    "device_energy_j": ctx.ledger.device_energy_j(round=rnd),
+                }
+                rows.append(row)
+                run.append_round(row, ctx.ledger.events[n_before:])
+                run.save_checkpoint(
+                    {
+                        "round": rnd,
+                        "scheme": scheme.state(),
+                        "wall_time_s": prior_wall + time.perf_counter() - started,
+                    }
+                )
+                acc = row["accuracy"]
+                status = f"acc {acc:.3f}" if acc is not None else ""
+                bar.update(task, advance=1, status=f"{status}  sim {clock:.1f}s")
+        summary = summarize(
+            ctx,
+            scheme,
+            rows,
+            ctx.ledger,
+            wall_time_s=prior_wall + time.perf_counter() - started,
+        )
+        run.write_summary(summary)
+        return summary
+    finally:
+        ctx.close()
+
+
+class _NullProgress:
+    def __enter__(self) -> _NullProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _progress(enabled: bool, config: ExperimentConfig) -> Any:
+    if not enabled:
+        return _NullProgress()
+    return Progress(
+        TextColumn(f"[bold]{config.scheme.name}[/] on {config.task.dataset}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} rounds"),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )

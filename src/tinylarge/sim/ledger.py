@@ -1,0 +1,172 @@
+"""The ledger: the single source of cost truth.
+
+Every computation and every transfer is one :class:`Event` (round, node,
+kind, MACs or bytes, seconds, joules). Cost metrics in summaries, reports and
+benchmarks are queries over the ledger; no scheme computes costs on its own.
+The ledger is plain data: appending and querying never touch torch.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+Kind = Literal["compute", "upload", "download"]
+Side = Literal["device", "server"]
+KINDS: tuple[Kind, ...] = ("compute", "upload", "download")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One billed computation or transfer.
+
+    Attributes:
+        round: round index (0-based; -1 for set-up work before the first round).
+        node: who carried it, e.g. ``"client-3"`` or ``"server"``.
+        side: ``"device"`` for the fleet, ``"server"`` for edge or cloud.
+        kind: ``"compute"``, ``"upload"`` (device to server) or ``"download"``.
+        what: what moved or ran, e.g. ``"local-train"``, ``"weights"``, ``"activations"``.
+        profile: device profile id of the node (``"l4"`` for a server).
+        link: link preset or scenario name for transfers, ``""`` for compute.
+        macs: multiply-accumulates of a computation (0 for transfers).
+        bytes: payload bytes of a transfer (0 for computations).
+        seconds: simulated duration in seconds.
+        joules: energy in joules drawn by ``node`` (radio energy for transfers).
+    """
+
+    round: int
+    node: str
+    side: Side
+    kind: Kind
+    what: str
+    profile: str
+    seconds: float
+    joules: float
+    macs: int = 0
+    bytes: int = 0
+    link: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"event kind {self.kind!r} is not one of {KINDS}")
+        if self.side not in ("device", "server"):
+            raise ValueError(f"event side {self.side!r} is not 'device' or 'server'")
+        if self.macs < 0 or self.bytes < 0 or self.joules < 0 or not self.seconds >= 0:
+            raise ValueError(f"event with negative cost: {self}")
+
+
+FIELDS = tuple(f.name for f in fields(Event))
+
+
+class Ledger:
+    """An append-only list of events with aggregate queries.
+
+    >>> led = Ledger()
+    >>> led.record(Event(round=0, node="client-0", side="device", kind="upload",
+    ...                  what="weights", profile="rpi4", seconds=0.5, joules=0.2, bytes=1000))
+    >>> led.bytes_up()
+    1000
+    """
+
+    def __init__(self, events: Iterable[Event] = ()) -> None:
+        self._events: list[Event] = list(events)
+
+    def record(self, event: Event) -> None:
+        self._events.append(event)
+
+    def extend(self, events: Iterable[Event]) -> None:
+        self._events.extend(events)
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(self._events)
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    @property
+    def events(self) -> tuple[Event, ...]:
+        return tuple(self._events)
+
+    def select(
+        self,
+        *,
+        round: int | None = None,
+        node: str | None = None,
+        side: Side | None = None,
+        kind: Kind | None = None,
+        what: str | None = None,
+    ) -> list[Event]:
+        """Events matching every given filter."""
+        return [
+            e
+            for e in self._events
+            if (round is None or e.round == round)
+            and (node is None or e.node == node)
+            and (side is None or e.side == side)
+            and (kind is None or e.kind == kind)
+            and (what is None or e.what == what)
+        ]
+
+    def total(
+        self,
+        field: Literal["seconds", "joules", "macs", "bytes"],
+        **filters: object,
+    ) -> float:
+        """Sum of one cost field over the events matching ``filters`` (see :meth:`select`)."""
+        return math.fsum(float(getattr(e, field)) for e in self.select(**filters))  # type: ignore[arg-type]
+
+    def bytes_up(self, **filters: object) -> int:
+        return int(self.total("bytes", kind="upload", **filters))
+
+    def bytes_down(self, **filters: object) -> int:
+        return int(self.total("bytes", kind="download", **filters))
+
+    def device_energy_j(self, **filters: object) -> float:
+        """Device-side joules: compute plus radio."""
+        return self.total("joules", side="device", **filters)
+
+    def device_macs(self, **filters: object) -> int:
+        return int(self.total("macs", side="device", kind="compute", **filters))
+
+    def per_node(self, field: Literal["seconds", "joules", "macs", "bytes"]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for e in self._events:
+            out[e.node] = out.get(e.node, 0.0) + float(getattr(e, field))
+        return out
+
+    def rounds(self) -> list[int]:
+        return sorted({e.round for e in self._events})
+
+    # -- persistence -------------------------------------------------------
+    def to_csv(self, path: Path) -> None:
+        with path.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=FIELDS)
+            writer.writeheader()
+            for e in self._events:
+                writer.writerow(asdict(e))
+
+    @classmethod
+    def from_csv(cls, path: Path) -> Ledger:
+        events = []
+        with path.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                events.append(
+                    Event(
+                        round=int(row["round"]),
+                        node=row["node"],
+                        side=row["side"],  # type: ignore[arg-type]
+                        kind=row["kind"],  # type: ignore[arg-type]
+                        what=row["what"],
+                        profile=row["profile"],
+                        seconds=float(row["seconds"]),
+                        joules=float(row["joules"]),
+                        macs=int(row["macs"]),
+                        bytes=int(row["bytes"]),
+                        link=row["link"],
+                    )
+                )
+        return cls(events)

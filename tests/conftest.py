@@ -1,0 +1,43 @@
+"""Shared fixtures: the real datasets folder and a small federated task."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("TINYLARGE_DATA", REPO.parent / "shared" / "datasets"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"shared datasets not found at {SHARED_DATA}; set TINYLARGE_DATA")
+    return SHARED_DATA
+
+
+def small_task(**overrides: Any) -> dict[str, Any]:
+    """A federated task on the embedded digits set that trains in about a second."""
+    cfg: dict[str, Any] = {
+        "name": "small",
+        "seed": 3,
+        "task": {"dataset": "digits", "partition": {"name": "iid"}},
+        "model": {"name": "mlp", "options": {"hidden": 32}},
+        "topology": {
+            "server": {"profile": "jetson-orin-nano"},
+            "devices": [
+                {"profile": "rpi4", "count": 2, "link": "wifi6"},
+                {"profile": "stm32h743", "count": 2, "link": "ble-2m"},
+            ],
+        },
+        "training": {"rounds": 4, "local_epochs": 1, "batch_size": 16, "lr": 0.1},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg

@@ -1,0 +1,43 @@
+"""One contract table over every registered scheme: same small task, same checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import small_task
+
+from tinylarge.config import parse_config
+from tinylarge.schemes import SCHEMES
+from tinylarge.sim.engine import run_experiment
+
+#: Options that make each scheme converge on the small task in a few rounds.
+OPTIONS: dict[str, dict[str, Any]] = {
+    "fedadam": {"server_lr": 0.05},
+    "fedyogi": {"server_lr": 0.05},
+}
+
+
+def reproducible(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if k not in ("wall_time_s", "backend")}
+
+
+@pytest.mark.parametrize("scheme", SCHEMES.names())
+def test_scheme_contract(scheme: str, tmp_path: Path) -> None:
+    cfg = parse_config(small_task(scheme={"name": scheme, "options": OPTIONS.get(scheme, {})}))
+    first = run_experiment(cfg, out=tmp_path / "a", progress=False)
+    # converges: well above chance (10 classes) on the held-out test set
+    assert first["accuracy"] > 0.75, first["accuracy"]
+    # bills the ledger: compute and radio on devices, bytes both ways, a latency per round
+    assert first["device_energy_j"] > 0
+    assert first["device_macs"] > 0
+    assert first["bytes_up"] > 0
+    assert first["bytes_down"] > 0
+    assert len(first["round_latency_s"]) == cfg.training.rounds
+    assert all(t > 0 for t in first["round_latency_s"])
+    # respects memory limits: every profile has a fit verdict
+    assert set(first["fits"]) == {"rpi4", "stm32h743"}
+    # reproducible from its seed
+    second = run_experiment(cfg, out=tmp_path / "b", progress=False)
+    assert reproducible(second) == reproducible(first)

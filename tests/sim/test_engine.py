@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from tests.conftest import small_task
+
+from tinylarge.config import parse_config
+from tinylarge.errors import TinylargeError
+from tinylarge.results.rundir import RunDir
+from tinylarge.schemes.fedavg import FedAvg
+from tinylarge.sim.client import get_weights
+from tinylarge.sim.context import Context, weights_nbytes
+from tinylarge.sim.engine import run_experiment
+from tinylarge.sim.ledger import Ledger
+
+
+def strip(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if k not in ("wall_time_s", "backend")}
+
+
+def test_ledger_bills_every_transfer_of_the_model(tmp_path: Path) -> None:
+    cfg = parse_config(small_task())
+    summary = run_experiment(cfg, out=tmp_path / "r", progress=False)
+    ctx = Context(cfg)
+    size = weights_nbytes(get_weights(ctx.spec.build()))
+    n = cfg.topology.num_devices * cfg.training.rounds
+    assert summary["bytes_up"] == n * size
+    assert summary["bytes_down"] == n * size
+    ledger = Ledger.from_csv(tmp_path / "r" / "ledger.csv")
+    assert ledger.device_energy_j() == pytest.approx(summary["device_energy_j"])
+    # BLE is slower than Wi-Fi 6: the MCU uploads take longer for the same bytes
+    ble = ledger.select(kind="upload", node="client-2")[0]
+    wifi = ledger.select(kind="upload", node="client-0")[0]
+    assert ble.bytes == wifi.bytes
+    assert ble.seconds > wifi.seconds
+
+
+def test_run_directory_contents(tmp_path: Path) -> None:
+    cfg = parse_config(small_task())
+    out = tmp_path / "run"
+    run_experiment(cfg, out=out, progress=False)
+    names = {p.name for p in out.iterdir()}
+    assert {"config.yaml", "metrics.csv", "ledger.csv", "checkpoint.pkl", "summary.json"} <= names
+    summary = json.loads((out / "summary.json").read_text())
+    for key in (
+        "scheme",
+        "dataset",
+        "rounds",
+        "seed",
+        "accuracy",
+        "large_accuracy",
+        "round_latency_s",
+        "total_latency_s",
+        "device_energy_j",
+        "bytes_up",
+        "bytes_down",
+        "fits",
+        "peak_sram_bytes",
+        "flash_bytes",
+        "wall_time_s",
+    ):
+        assert key in summary, key
+    assert summary["total_latency_s"] == pytest.approx(sum(summary["round_latency_s"]))
+    lines = (out / "metrics.csv").read_text().strip().splitlines()
+    assert len(lines) == 1 + cfg.training.rounds
+    with pytest.raises(TinylargeError, match="already exists"):
+        run_experiment(cfg, out=out, progress=False)
+
+
+def test_resume_after_a_kill_reaches_the_same_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = parse_config(small_task(scheme={"name": "fedadam"}))
+    full = run_experiment(cfg, out=tmp_path / "full", progress=False)
+
+    original = FedAvg.run_round
+
+    def dies_in_round_2(self: FedAvg, rnd: int) -> Any:
+        if rnd == 2:
+            raise KeyboardInterrupt
+        return original(self, rnd)
+
+    monkeypatch.setattr(FedAvg, "run_round", dies_in_round_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, out=tmp_path / "killed", progress=False)
+    assert not (tmp_path / "killed" / "summary.json").exists()
+    monkeypatch.setattr(FedAvg, "run_round", original)
+    resumed = run_experiment(cfg, out=tmp_path / "killed", resume=True, progress=False)
+    assert strip(resumed) == strip(full)
+
+
+def test_device_that_cannot_train_the_model_is_excluded_and_reported(tmp_path: Path) -> None:
+    cfg = parse_config(
+        small_task(
+            model={"name": "mlp", "options": {"hidden": 2048}},
+            topology={
+                "server": {"profile": "l4"},
+                "devices": [
+                    {"profile": "rpi4", "count": 2, "link": "wifi6"},
+                    {"profile": "nrf52840", "count": 2, "link": "ble-2m"},
+                ],
+            },
+            training={"rounds": 1},
+        )
+    )
+    summary = run_experiment(cfg, out=tmp_path / "r", progress=False)
+    assert summary["fits"] == {"rpi4": True, "nrf52840": False}
+    assert summary["excluded"]["nrf52840"]["count"] == 2
+    assert "SRAM" in summary["excluded"]["nrf52840"]["reason"]
+    ledger = Ledger.from_csv(tmp_path / "r" / "ledger.csv")
+    assert not ledger.select(node="client-2")
+    assert not ledger.select(node="client-3")
+
+
+def test_model_that_fits_no_device_is_a_user_error(tmp_path: Path) -> None:
+    cfg = parse_config(
+        small_task(
+            model={"name": "mlp", "options": {"hidden": 4096}},
+            topology={"devices": [{"profile": "nrf52840", "count": 2, "link": "ble-2m"}]},
+        )
+    )
+    with pytest.raises(TinylargeError, match="cannot be trained on any device"):
+        run_experiment(cfg, out=tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_deadline_drops_stragglers_and_caps_the_round(tmp_path: Path) -> None:
+    base = run_experiment(parse_config(small_task()), out=tmp_path / "a", progress=False)
+    slowest = max(base["round_latency_s"])
+    cfg = parse_config(small_task(engine={"deadline_s": slowest / 2}))
+    out = run_experiment(cfg, out=tmp_path / "b", progress=False)
+    assert max(out["round_latency_s"]) < slowest
+    rows = RunDir(tmp_path / "b").read_metrics()
+    late = [r for r in rows if r["dropped"] > 0]
+    assert late, "half the slowest round's time must drop someone"
+    for r in late:  # a round with stragglers ends at the deadline (plus aggregation)
+        assert slowest / 2 <= r["latency_s"] < slowest / 2 + 0.01
+
+
+def test_dropouts_reduce_participation_deterministically(tmp_path: Path) -> None:
+    cfg = parse_config(small_task(engine={"dropout_prob": 0.5}, training={"rounds": 6}))
+    a = run_experiment(cfg, out=tmp_path / "a", progress=False)
+    b = run_experiment(cfg, out=tmp_path / "b", progress=False)
+    assert strip(a) == strip(b)
+    full = cfg.topology.num_devices * cfg.training.rounds
+    weights_bytes = a["bytes_down"] // full
+    assert a["bytes_up"] < full * weights_bytes
+
+
+def test_partial_participation_samples_a_fraction() -> None:
+    cfg = parse_config(small_task(training={"fraction": 0.5}))
+    ctx = Context(cfg)
+    picks = [tuple(c.id for c in ctx.sample_clients(r)) for r in range(6)]
+    assert all(len(p) == 2 for p in picks)
+    assert len(set(picks)) > 1
+    assert picks == [tuple(c.id for c in ctx.sample_clients(r)) for r in range(6)]
+    assert np.all([len(c.indices) > 0 for c in ctx.clients])
