@@ -68,4 +68,4 @@ def test_duty_cycle_wait_between_frames() -> None:
 )
 def test_bad_config_is_rejected(kwargs: dict[str, int], fragment: str) -> None:
     with pytest.raises(TinylargeError, match=fragment):
-        LoraConfig(**kwargs)
+        LoraConfig(**kwargs)  # type: ignore[arg-type]

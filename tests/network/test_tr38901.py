@@ -40,10 +40,7 @@ def test_uma_los_before_breakpoint() -> None:
 
 def test_uma_los_after_breakpoint() -> None:
     expected = (
-        28.0
-        + 40.0 * log10(d3(1000, 25, 1.5))
-        + 20.0 * log10(3.5)
-        - 9.0 * log10(560.0**2 + 23.5**2)
+        28.0 + 40.0 * log10(d3(1000, 25, 1.5)) + 20.0 * log10(3.5) - 9.0 * log10(560.0**2 + 23.5**2)
     )
     got = pathloss_db("uma", los=True, carrier_ghz=3.5, distance_2d_m=1000)
     assert got == pytest.approx(expected, abs=1e-9)
@@ -107,8 +104,8 @@ def test_nlos_never_below_los_and_equals_los_where_max_bites() -> None:
 def _rma_pl1(d: float, fc: float, h: float = 5.0) -> float:
     return (
         20 * log10(40 * math.pi * d * fc / 3)
-        + min(0.03 * h**1.72, 10) * log10(d)
-        - min(0.044 * h**1.72, 14.77)
+        + min(0.03 * math.pow(h, 1.72), 10) * log10(d)
+        - min(0.044 * math.pow(h, 1.72), 14.77)
         + 0.002 * log10(h) * d
     )
 

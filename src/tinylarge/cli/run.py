@@ -72,6 +72,36 @@ def print_summary(s: dict[str, Any], out: Path) -> None:
     for pid, info in s["excluded"].items():
         rows.append([f"excluded {pid} x{info['count']}", info["reason"]])
     print_table(["", ""], rows, title=f"run {out}")
+    per = s.get("per_profile", {})
+    if per:
+        print_table(
+            [
+                "profile",
+                "tier",
+                "link",
+                "devices",
+                "compute J",
+                "radio J",
+                "compute s",
+                "airtime s",
+                "bytes up",
+            ],
+            [
+                [
+                    pid,
+                    v["tier"],
+                    v["link"],
+                    v["devices"],
+                    v["compute_j"],
+                    v["radio_j"],
+                    v["compute_s"],
+                    v["airtime_s"],
+                    v["bytes_up"],
+                ]
+                for pid, v in per.items()
+            ],
+            title="where the energy and the bytes went",
+        )
 
 
 def _pct(v: float | None) -> str:

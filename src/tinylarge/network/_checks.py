@@ -42,6 +42,14 @@ def in_range(name: str, value: float, low: float, high: float, *, unit: str, sou
     return v
 
 
+def fraction(name: str, value: float) -> float:
+    """Return ``value`` if ``0 < value <= 1``, else raise."""
+    v = finite(name, value)
+    if not 0.0 < v <= 1.0:
+        raise TinylargeError(f"{name}={value:g} must be in (0, 1]")
+    return v
+
+
 def byte_count(name: str, value: int) -> int:
     """Return ``value`` if it is an int >= 0, else raise."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:

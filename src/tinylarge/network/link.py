@@ -219,7 +219,7 @@ class Link:
         ``rng`` is required when ``fading`` or ``shadowing`` is on.
         """
         n = _checks.byte_count("num_bytes", num_bytes)
-        s = _checks.in_range("share", share, 1e-12, 1.0, unit="", source="(0, 1]")
+        s = _checks.fraction("share", share)
         d = _direction(direction)
         if (fading or shadowing) and rng is None:
             raise TinylargeError(

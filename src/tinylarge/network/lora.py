@@ -139,5 +139,5 @@ def duty_cycle_wait_s(*, frame_times_s: tuple[float, ...], duty_cycle: float) ->
 
     After each frame but the last the device waits ``T_frame (1/dc - 1)``.
     """
-    dc = _checks.in_range("duty_cycle", duty_cycle, 1e-6, 1.0, unit="", source="(0, 1]")
+    dc = _checks.fraction("duty_cycle", duty_cycle)
     return math.fsum(t * (1.0 / dc - 1.0) for t in frame_times_s[:-1])

@@ -92,11 +92,11 @@ class LinkPreset:
     notes: str = ""
 
     def __post_init__(self) -> None:
-        _checks.in_range("efficiency", self.efficiency, 1e-9, 1.0, unit="", source="(0, 1]")
+        _checks.fraction("efficiency", self.efficiency)
         _checks.non_negative("tx_draw_w", self.tx_draw_w, " W")
         _checks.non_negative("rx_draw_w", self.rx_draw_w, " W")
         _checks.non_negative("latency_s", self.latency_s, " s")
-        _checks.in_range("duty_cycle", self.duty_cycle, 1e-6, 1.0, unit="", source="(0, 1]")
+        _checks.fraction("duty_cycle", self.duty_cycle)
         FADING_MODELS[self.fading_model]
         if self.access not in ("ofdma", "tdma"):
             raise TinylargeError(f"access={self.access!r} must be 'ofdma' or 'tdma'")

@@ -67,7 +67,7 @@ def shannon_rate_bps(
     overhead; ``max_rate_bps`` is the rate of the highest MCS over the same bandwidth.
     """
     b = _checks.positive("bandwidth_hz", bandwidth_hz, " Hz")
-    eta = _checks.in_range("efficiency", efficiency, 1e-9, 1.0, unit="", source="(0, 1]")
+    eta = _checks.fraction("efficiency", efficiency)
     if snr_db == -math.inf:
         return 0.0
     rate = eta * b * math.log2(1.0 + db_to_linear(snr_db))

@@ -41,6 +41,7 @@ class FedAvg(Scheme):
     trainer = "erm"
 
     def setup(self) -> None:
+        self.ctx.require_trainable_devices()
         torch.manual_seed(self.ctx.seed)
         self.weights: Weights = get_weights(self.ctx.spec.build())
 

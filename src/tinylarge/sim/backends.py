@@ -1,16 +1,19 @@
-"""Backends run clients' local training: in-process or on Ray.
+"""Backends run clients' work: in-process or on Ray.
 
-Algorithms never know which backend runs them: a scheme hands the context a
-list of :class:`~tinylarge.sim.client.FitTask` and gets
-:class:`~tinylarge.sim.client.FitResult` back in the same order. The
-sequential backend is the reference; Ray must give the same results.
+Algorithms never know which backend runs them. A backend maps a module-level
+function ``fn(task, x_train, y_train) -> result`` over a list of tasks and
+returns the results in the same order; ``fit_many`` is that map over
+:func:`~tinylarge.sim.client.fit`. Schemes with other client-side work (split
+learning, distillation, ...) pass their own module-level function. The
+sequential backend is the reference; Ray must give the same results, so a task
+function must be deterministic given its task (seed it from the task).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -19,12 +22,22 @@ from tinylarge.registry import Registry
 from tinylarge.sim.client import FitResult, FitTask, fit
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+TaskFn = Callable[[T, np.ndarray, np.ndarray], R]
+
+
 class Backend(Protocol):
     name: str
 
-    def fit_many(self, tasks: Sequence[FitTask]) -> list[FitResult]: ...
+    def map(self, fn: TaskFn[T, R], tasks: Sequence[T]) -> list[R]: ...
 
     def close(self) -> None: ...
+
+
+def fit_many(backend: Backend, tasks: Sequence[FitTask]) -> list[FitResult]:
+    """Local training of several clients on ``backend``."""
+    return backend.map(fit, tasks)
 
 
 BackendFactory = Callable[..., Backend]
@@ -39,8 +52,8 @@ class SequentialBackend:
     def __init__(self, x: np.ndarray, y: np.ndarray, **_: Any) -> None:
         self._x, self._y = x, y
 
-    def fit_many(self, tasks: Sequence[FitTask]) -> list[FitResult]:
-        return [fit(t, self._x, self._y) for t in tasks]
+    def map(self, fn: TaskFn[T, R], tasks: Sequence[T]) -> list[R]:
+        return [fn(t, self._x, self._y) for t in tasks]
 
     def close(self) -> None:
         pass
@@ -86,11 +99,14 @@ class RayBackend:
             ray.init(**kwargs)
         self._x_ref = ray.put(x)
         self._y_ref = ray.put(y)
-        self._remote = ray.remote(num_cpus=1)(fit)
+        self._remotes: dict[Any, Any] = {}
 
-    def fit_many(self, tasks: Sequence[FitTask]) -> list[FitResult]:
-        futures = [self._remote.remote(t, self._x_ref, self._y_ref) for t in tasks]
-        results: list[FitResult] = self._ray.get(futures)
+    def map(self, fn: TaskFn[T, R], tasks: Sequence[T]) -> list[R]:
+        remote = self._remotes.get(fn)
+        if remote is None:
+            remote = self._remotes[fn] = self._ray.remote(num_cpus=1)(fn)
+        futures = [remote.remote(t, self._x_ref, self._y_ref) for t in tasks]
+        results: list[R] = self._ray.get(futures)
         return results
 
     def close(self) -> None:

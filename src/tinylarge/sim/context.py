@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from tinylarge.models.profile import ModelProfile
 from tinylarge.models.profiler import profile_model
 from tinylarge.network.cell import equal_shares
 from tinylarge.network.link import Link
-from tinylarge.sim.backends import Backend, make_backend
+from tinylarge.sim.backends import Backend, fit_many, make_backend
 from tinylarge.sim.client import FitResult, FitTask, ModelSpec, TrainSettings, Weights
 from tinylarge.sim.client import evaluate as evaluate_weights
 from tinylarge.sim.ledger import Event, Ledger
@@ -104,6 +105,8 @@ class Context:
         self.clients = self._make_clients()
         self.backend_name = backend or config.engine.backend
         self._backend: Backend | None = None
+        #: The run directory, set by the engine; schemes write artifacts here.
+        self.run_dir: Path | None = None
 
     # -- set-up ------------------------------------------------------------
     def _make_clients(self) -> list[Client]:
@@ -135,14 +138,18 @@ class Context:
                         fit=report,
                     )
                 )
-        if not any(c.fit.fits for c in clients):
-            reasons = {c.profile.id: c.fit.reason for c in clients}
-            detail = "; ".join(f"{k}: {v}" for k, v in sorted(reasons.items()))
-            raise TinylargeError(
-                f"model {cfg.model.name!r} cannot be trained on any device of the topology "
-                f"({detail}); choose a smaller model or a scheme for constrained devices"
-            )
         return clients
+
+    def require_trainable_devices(self) -> None:
+        """Raise a user error if no device can train the whole model (whole-model schemes)."""
+        if any(c.fit.fits for c in self.clients):
+            return
+        reasons = {c.profile.id: c.fit.reason for c in self.clients}
+        detail = "; ".join(f"{k}: {v}" for k, v in sorted(reasons.items()))
+        raise TinylargeError(
+            f"model {self.config.model.name!r} cannot be trained on any device of the topology "
+            f"({detail}); choose a smaller model or a scheme for constrained devices (sl, fsl)"
+        )
 
     @property
     def eligible(self) -> list[Client]:
@@ -174,9 +181,12 @@ class Context:
         return int(np.random.SeedSequence([self.seed, rnd + 1, 7, client]).generate_state(1)[0])
 
     # -- round mechanics ---------------------------------------------------
-    def sample_clients(self, rnd: int) -> list[Client]:
-        """Sample ``fraction`` of the eligible clients (at least ``min_clients``)."""
-        pool = self.eligible
+    def sample_clients(self, rnd: int, pool: Sequence[Client] | None = None) -> list[Client]:
+        """Sample ``fraction`` of ``pool`` (default: the eligible clients), at least ``min_clients``.
+
+        Deterministic in (seed, round): resuming a run samples the same clients.
+        """
+        pool = list(self.eligible if pool is None else pool)
         t = self.config.training
         k = min(len(pool), max(t.min_clients, round(t.fraction * len(pool))))
         chosen = self.rng(rnd, 1).choice(len(pool), size=k, replace=False)
@@ -313,7 +323,7 @@ class Context:
             )
             for c in active
         ]
-        results = self.backend.fit_many(tasks)
+        results = fit_many(self.backend, tasks)
         up_shares = self._shares(active)
         kept: list[FitResult] = []
         for c, r in zip(active, results, strict=True):

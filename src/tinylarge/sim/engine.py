@@ -75,8 +75,33 @@ def summarize(
         "params": prof.params,
         "wall_time_s": wall_time_s,
     }
+    summary["per_profile"] = per_profile(ctx, ledger)
     summary.update(scheme.summary_extras())
     return summary
+
+
+def per_profile(ctx: Context, ledger: Ledger) -> dict[str, dict[str, Any]]:
+    """Device-side costs per device profile: where the joules and bytes went."""
+    out: dict[str, dict[str, Any]] = {}
+    for c in ctx.clients:
+        pid = c.profile.id
+        if pid in out:
+            out[pid]["devices"] += 1
+            continue
+        out[pid] = {
+            "devices": 1,
+            "tier": c.profile.tier,
+            "link": c.link_name,
+            "compute_j": ledger.total("joules", side="device", kind="compute", profile=pid),
+            "radio_j": ledger.total("joules", side="device", kind="upload", profile=pid)
+            + ledger.total("joules", side="device", kind="download", profile=pid),
+            "compute_s": ledger.total("seconds", side="device", kind="compute", profile=pid),
+            "airtime_s": ledger.total("seconds", side="device", kind="upload", profile=pid)
+            + ledger.total("seconds", side="device", kind="download", profile=pid),
+            "bytes_up": ledger.bytes_up(side="device", profile=pid),
+            "bytes_down": ledger.bytes_down(side="device", profile=pid),
+        }
+    return out
 
 
 def run_experiment(
@@ -111,6 +136,7 @@ def run_experiment(
             ctx.ledger = ledger
         else:
             run.create(config)
+        ctx.run_dir = run.path
         rounds = config.training.rounds
         clock = rows[-1]["clock_s"] if rows else 0.0
         with _progress(progress, config) as bar:

@@ -99,6 +99,7 @@ class Ledger:
         side: Side | None = None,
         kind: Kind | None = None,
         what: str | None = None,
+        profile: str | None = None,
     ) -> list[Event]:
         """Events matching every given filter."""
         return [
@@ -109,6 +110,7 @@ class Ledger:
             and (side is None or e.side == side)
             and (kind is None or e.kind == kind)
             and (what is None or e.what == what)
+            and (profile is None or e.profile == profile)
         ]
 
     def total(
