@@ -10,15 +10,28 @@ stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 from typing import NoReturn
 
+import tinylarge.cli
 from tinylarge import __version__
-from tinylarge.cli import compare, devices, link, profile, run, validate
 from tinylarge.errors import USER_ERROR_EXIT_CODE, TinylargeError
 
-COMMANDS = (run, compare, validate, devices, link, profile)
+
+def command_modules() -> list[ModuleType]:
+    """Every module of :mod:`tinylarge.cli` with a ``register`` function, in ``ORDER``."""
+    modules = []
+    for info in pkgutil.iter_modules(tinylarge.cli.__path__):
+        if info.name.startswith("_") or info.name == "app":
+            continue
+        module = importlib.import_module(f"tinylarge.cli.{info.name}")
+        if hasattr(module, "register"):
+            modules.append(module)
+    return sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -38,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         title="commands", metavar="COMMAND", parser_class=OneLineParser, required=True
     )
-    for module in COMMANDS:
+    for module in command_modules():
         module.register(sub)
     return parser
 

@@ -10,6 +10,8 @@ from tinylarge.cli._output import print_json, print_table
 from tinylarge.config import ExperimentConfig, SchemeConfig, load_config
 from tinylarge.errors import TinylargeError
 
+ORDER = 20
+
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(

@@ -33,6 +33,9 @@ COLUMNS = (
 )
 
 
+ORDER = 50
+
+
 def register(sub: Any) -> None:
     """Add the `devices` command to the subparsers `sub`."""
     parser: argparse.ArgumentParser = sub.add_parser(

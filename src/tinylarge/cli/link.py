@@ -42,6 +42,9 @@ SCENARIO_ONLY = {
 }
 
 
+ORDER = 60
+
+
 def register(sub: Any) -> None:
     """Add the `link` command to the subparsers `sub`."""
     parser: argparse.ArgumentParser = sub.add_parser(

@@ -19,6 +19,8 @@ from tinylarge.models.profile import ModelProfile
 from tinylarge.models.profiler import profile_model
 from tinylarge.models.zoo import MODELS, build_model
 
+ORDER = 70
+
 
 def register(sub: Any) -> None:
     """Add the `profile` command to the subparsers `sub`."""

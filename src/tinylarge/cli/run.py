@@ -9,6 +9,8 @@ from typing import Any
 from tinylarge.cli._output import print_json, print_table
 from tinylarge.config import ExperimentConfig, load_config
 
+ORDER = 10
+
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(

@@ -8,6 +8,8 @@ from typing import Any
 from tinylarge.cli._output import print_json
 from tinylarge.config import load_config
 
+ORDER = 30
+
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(

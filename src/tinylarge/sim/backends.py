@@ -21,7 +21,6 @@ from tinylarge.errors import TinylargeError
 from tinylarge.registry import Registry
 from tinylarge.sim.client import FitResult, FitTask, fit
 
-
 T = TypeVar("T")
 R = TypeVar("R")
 TaskFn = Callable[[T, np.ndarray, np.ndarray], R]

@@ -182,7 +182,7 @@ class Context:
 
     # -- round mechanics ---------------------------------------------------
     def sample_clients(self, rnd: int, pool: Sequence[Client] | None = None) -> list[Client]:
-        """Sample ``fraction`` of ``pool`` (default: the eligible clients), at least ``min_clients``.
+        """Sample ``fraction`` of ``pool`` (default: eligible clients), at least ``min_clients``.
 
         Deterministic in (seed, round): resuming a run samples the same clients.
         """
