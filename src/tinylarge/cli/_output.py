@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -11,24 +9,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tinylarge.jsonutil import dumps
+
 #: Tables are wide; when stdout is not a terminal (a pipe, a file) do not wrap at 80 columns.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
-def _clean(value: Any) -> Any:
-    """Make a value strict-JSON safe (no NaN/inf, tuples as lists)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
 def print_json(obj: Any) -> None:
     """Print ``obj`` as indented, strict JSON on stdout."""
-    print(json.dumps(_clean(obj), indent=2, allow_nan=False))
+    print(dumps(obj))
 
 
 def print_table(

@@ -26,6 +26,7 @@ import yaml
 
 from tinylarge.config import ExperimentConfig
 from tinylarge.errors import TinylargeError
+from tinylarge.jsonutil import dumps
 from tinylarge.sim.ledger import FIELDS, Event, Ledger
 
 METRIC_FIELDS = (
@@ -152,7 +153,7 @@ class RunDir:
         ledger.to_csv(self.ledger_path)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        _atomic_write(self.summary_path, (json.dumps(summary, indent=2) + "\n").encode())
+        _atomic_write(self.summary_path, (dumps(summary) + "\n").encode())
 
     def read_summary(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self.summary_path.read_text())

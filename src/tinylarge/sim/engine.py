@@ -144,6 +144,8 @@ def run_experiment(
             for rnd in range(first, rounds):
                 n_before = len(ctx.ledger)
                 report = scheme.run_round(rnd)
+                new_events = ctx.ledger.since(n_before)
+                this_round = Ledger(new_events)  # per-round queries never rescan the run
                 clock += report.latency_s
                 final = rnd == rounds - 1
                 metrics: dict[str, Any] = {"accuracy": None, "large_accuracy": None, "loss": None}
@@ -157,12 +159,12 @@ def run_experiment(
                     "clock_s": clock,
                     "participants": report.participants,
                     "dropped": len(report.dropped),
-                    "bytes_up": ctx.ledger.bytes_up(round=rnd),
-                    "bytes_down": ctx.ledger.bytes_down(round=rnd),
-                    "device_energy_j": ctx.ledger.device_energy_j(round=rnd),
+                    "bytes_up": this_round.bytes_up(),
+                    "bytes_down": this_round.bytes_down(),
+                    "device_energy_j": this_round.device_energy_j(),
                 }
                 rows.append(row)
-                run.append_round(row, ctx.ledger.events[n_before:])
+                run.append_round(row, new_events)
                 run.save_checkpoint(
                     {
                         "round": rnd,

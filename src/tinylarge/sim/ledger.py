@@ -91,6 +91,10 @@ class Ledger:
     def events(self) -> tuple[Event, ...]:
         return tuple(self._events)
 
+    def since(self, index: int) -> list[Event]:
+        """Events recorded after the first ``index`` ones (one round's worth, say)."""
+        return self._events[index:]
+
     def select(
         self,
         *,
