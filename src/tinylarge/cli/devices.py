@@ -61,7 +61,7 @@ def _row(d: DeviceProfile) -> list[Any]:
         _clock(d.clock_hz),
         d.int8_macs_per_s,
         d.fp32_macs_per_s,
-        d.runtime,
+        d.runtime.split(" (")[0],  # the full note is in --json
         d.active_power_w,
         d.idle_power_w,
         ", ".join(d.radios) or "-",
