@@ -27,6 +27,7 @@ def register(sub: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
     p.add_argument("--json", action="store_true", help="print summary.json to stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.set_defaults(func=run)
 
 
@@ -46,10 +47,16 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not (args.json or args.quiet),
     )
+    if not args.no_report:
+        from tinylarge.results.report import build_report
+
+        build_report(out)
     if args.json:
         print_json(summary)
     else:
         print_summary(summary, out)
+        if not args.no_report:
+            print(f"report: {out / 'report.html'}")
     return 0
 
 
