@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tinylarge.errors import DataFileMissingError
+from tinylarge.errors import USER_ERROR_EXIT_CODE, DataFileMissingError, TinylargeError
 from tinylarge.hardware.catalogue import get_device
 from tinylarge.hardware.cost import inference_cost
 
@@ -128,7 +128,11 @@ def format_table(rows: list[CalibrationRow]) -> str:
 
 def main() -> int:
     """Print the calibration table; exit 1 if a prediction is off by more than 30%."""
-    rows = mlperf_tiny_calibration()
+    try:
+        rows = mlperf_tiny_calibration()
+    except TinylargeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USER_ERROR_EXIT_CODE
     print(format_table(rows))
     ok = all(
         abs(r.relative_error) <= TOLERANCE and abs(r.energy_relative_error) <= TOLERANCE
