@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tinylarge.errors import TinylargeError
+from tinylarge.errors import TinylargeError, UnknownNameError
 
 
 class ConfigError(TinylargeError):
@@ -39,6 +39,8 @@ def _check_name(lookup: Any, name: str) -> str:
 
 
 OptionValue = int | float | str | bool | list[int] | list[float] | list[str] | None
+#: Scheme options may also nest mappings (e.g. a model per device tier), checked by the scheme.
+SchemeOptionValue = OptionValue | dict[str, Any]
 
 
 class PartitionConfig(_Frozen):
@@ -66,9 +68,11 @@ class TaskConfig(_Frozen):
     @field_validator("dataset")
     @classmethod
     def _known(cls, v: str) -> str:
-        from tinylarge.data import DATASETS
+        from tinylarge.data import DATASETS, TEXT_DATASETS
 
-        return _check_name(DATASETS.__getitem__, v)
+        if v in DATASETS or v in TEXT_DATASETS:  # text datasets: see Context.text_dataset
+            return v
+        raise UnknownNameError("dataset", v, [*DATASETS.names(), *TEXT_DATASETS.names()])
 
 
 class ModelConfig(_Frozen):
@@ -134,7 +138,7 @@ class SchemeConfig(_Frozen):
     """An integration scheme by name; ``options`` are checked by the scheme."""
 
     name: str = "fedavg"
-    options: dict[str, OptionValue] = Field(default_factory=dict)
+    options: dict[str, SchemeOptionValue] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod

@@ -10,6 +10,7 @@ its upload time; a synchronous round ends when the last participant arrives
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +19,11 @@ from typing import Any
 import numpy as np
 
 from tinylarge.config import ExperimentConfig
-from tinylarge.data import Dataset, load_dataset
+from tinylarge.data import TEXT_DATASETS, Dataset, TextDataset, load_dataset, load_text_dataset
 from tinylarge.data.partition import partition
 from tinylarge.errors import TinylargeError
 from tinylarge.hardware.catalogue import DeviceProfile, get_device
-from tinylarge.hardware.cost import macs_cost, training_cost
+from tinylarge.hardware.cost import ComputeCost, macs_cost, training_cost
 from tinylarge.hardware.fit import FitReport, check_fit
 from tinylarge.models.profile import ModelProfile
 from tinylarge.models.profiler import profile_model
@@ -71,9 +72,21 @@ class Context:
         self.config = config
         self.seed = config.seed
         task = config.task
-        self.dataset: Dataset = load_dataset(
-            task.dataset, data_dir=task.data_dir, subset=task.subset, seed=config.seed
-        )
+        #: The raw texts of a text task (``task.dataset`` in ``TEXT_DATASETS``), else None.
+        self.text_dataset: TextDataset | None = None
+        if task.dataset in TEXT_DATASETS:
+            # Zoo (tiny) models see hashed bag-of-words features of the texts; schemes
+            # with their own tokenizer (ffm) read ``text_dataset``.
+            from tinylarge.models.foundation import text_features_dataset
+
+            self.text_dataset = load_text_dataset(
+                task.dataset, data_dir=task.data_dir, subset=task.subset, seed=config.seed
+            )
+            self.dataset: Dataset = text_features_dataset(self.text_dataset)
+        else:
+            self.dataset = load_dataset(
+                task.dataset, data_dir=task.data_dir, subset=task.subset, seed=config.seed
+            )
         ds = self.dataset
         self.spec = ModelSpec(
             name=config.model.name,
@@ -275,6 +288,173 @@ class Context:
             )
         )
         return cost.latency_s
+
+    def shares(self, clients: Sequence[Client]) -> dict[int, float]:
+        """Bandwidth share of each of ``clients`` (those on one link preset share its cell)."""
+        return self._shares(clients)
+
+    def bill_device_compute(
+        self, rnd: int, client: Client, cost: ComputeCost, *, what: str
+    ) -> float:
+        """Bill a computation on ``client`` (a :class:`ComputeCost` of its profile); its seconds."""
+        self.ledger.record(
+            Event(
+                round=rnd,
+                node=client.node,
+                side="device",
+                kind="compute",
+                what=what,
+                profile=client.profile.id,
+                seconds=cost.latency_s,
+                joules=cost.energy_j,
+                macs=cost.macs,
+            )
+        )
+        return cost.latency_s
+
+    def bill_server_compute(self, rnd: int, cost: ComputeCost, *, what: str) -> float:
+        """Bill a computation on the server (a :class:`ComputeCost` of ``self.server``)."""
+        self.ledger.record(
+            Event(
+                round=rnd,
+                node="server",
+                side="server",
+                kind="compute",
+                what=what,
+                profile=self.server.id,
+                seconds=cost.latency_s,
+                joules=cost.energy_j,
+                macs=cost.macs,
+            )
+        )
+        return cost.latency_s
+
+    def _message_rng(self, rnd: int, client: Client, direction: str) -> np.random.Generator:
+        stream = 6 if direction == "down" else 5
+        return self.rng(rnd, stream * 1_000_003 + client.id)
+
+    def link_outage(self, rnd: int, client: Client, *, direction: str) -> bool:
+        """Whether the message channel of :meth:`transfer_messages` is in outage (not billed)."""
+        eng = self.config.engine
+        res = client.link.transfer(
+            1,
+            rng=self._message_rng(rnd, client, direction),
+            direction=direction,  # type: ignore[arg-type]
+            fading=eng.fading,
+            shadowing=eng.shadowing,
+        )
+        return res.outage
+
+    def transfer_messages(
+        self,
+        rnd: int,
+        client: Client,
+        sizes_bytes: Sequence[int],
+        *,
+        direction: str,
+        what: str,
+        share: float = 1.0,
+    ) -> tuple[float, bool]:
+        """Send several messages (one per training batch, say); bill one event; (seconds, outage).
+
+        Split learning exchanges activations and gradients every batch. All the
+        messages of one client, round and direction see one channel realisation
+        (block fading over the round: one fading/shadowing draw from its own
+        stream); each message pays the link's per-transfer latency. Bytes,
+        seconds and joules are summed into one ledger event; an outage bills
+        nothing and returns ``(0.0, True)``.
+        """
+        eng = self.config.engine
+        cache: dict[int, tuple[float, float, bool]] = {}
+        times: list[float] = []
+        energies: list[float] = []
+        for n in sizes_bytes:
+            if n not in cache:
+                res = client.link.transfer(
+                    n,
+                    rng=self._message_rng(rnd, client, direction),
+                    share=share,
+                    direction=direction,  # type: ignore[arg-type]
+                    fading=eng.fading,
+                    shadowing=eng.shadowing,
+                )
+                cache[n] = (res.time_s, res.energy_j, res.outage)
+            t, e, outage = cache[n]
+            if outage:
+                return 0.0, True
+            times.append(t)
+            energies.append(e)
+        if not times:
+            return 0.0, False
+        seconds = math.fsum(times)
+        self.ledger.record(
+            Event(
+                round=rnd,
+                node=client.node,
+                side="device",
+                kind="upload" if direction == "up" else "download",
+                what=what,
+                profile=client.profile.id,
+                link=client.link_name,
+                seconds=seconds,
+                joules=math.fsum(energies),
+                bytes=int(sum(sizes_bytes)),
+            )
+        )
+        return seconds, False
+
+    def bill_node_compute(
+        self, rnd: int, cost: ComputeCost, *, node: str, profile: DeviceProfile, what: str
+    ) -> float:
+        """Bill a computation on a server-side ``node`` other than the server (a cloud tier)."""
+        self.ledger.record(
+            Event(
+                round=rnd,
+                node=node,
+                side="server",
+                kind="compute",
+                what=what,
+                profile=profile.id,
+                seconds=cost.latency_s,
+                joules=cost.energy_j,
+                macs=cost.macs,
+            )
+        )
+        return cost.latency_s
+
+    def bill_transfer(
+        self,
+        rnd: int,
+        *,
+        direction: str,
+        what: str,
+        num_bytes: int,
+        seconds: float,
+        joules: float,
+        client: Client | None = None,
+        node: str = "server",
+        profile: DeviceProfile | None = None,
+        link: str = "",
+    ) -> None:
+        """Bill transfers already costed with ``Link.transfer`` (e.g. summed over inferences).
+
+        With ``client`` the event is the device's, on its link; otherwise it is
+        ``node``'s on the server side (edge-to-cloud backhaul over ``link``).
+        """
+        self.ledger.record(
+            Event(
+                round=rnd,
+                node=client.node if client is not None else node,
+                side="device" if client is not None else "server",
+                kind="upload" if direction == "up" else "download",
+                what=what,
+                profile=(client.profile if client is not None else profile or self.server).id,
+                link=client.link_name if client is not None else link,
+                seconds=seconds,
+                joules=joules,
+                bytes=num_bytes,
+            )
+        )
 
     def federated_round(
         self,
