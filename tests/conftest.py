@@ -10,6 +10,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TINYLARGE_DATA", REPO.parent / "shared" / "datasets"))
+# Tests read the real datasets from the shared folder, also when pytest runs without make.
+os.environ.setdefault("TINYLARGE_DATA", str(SHARED_DATA))
 
 
 @pytest.fixture(scope="session")
