@@ -23,6 +23,8 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "cascade": {"threshold": 0.9},
     "early-exit": {"threshold": 0.9},
     "split-inference": {"objective": "energy"},
+    # kd: a shorter teacher and more distillation per release keep the test quick
+    "kd": {"teacher_epochs": 3, "distill_epochs": 3},
 }
 
 #: Schemes that cannot run on the shared image task, each with the reason and the test
