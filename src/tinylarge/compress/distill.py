@@ -1,0 +1,77 @@
+"""Knowledge distillation: a large teacher's softened outputs train a tiny student.
+
+Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural Network",
+NIPS 2014 Deep Learning Workshop, https://arxiv.org/abs/1503.02531. The
+student minimises
+
+    alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T))  +  (1 - alpha) * CE(z_s, y)
+
+where ``z_t`` and ``z_s`` are the teacher's and the student's logits and ``T``
+the temperature. The ``T^2`` factor keeps the soft term's gradients on the
+scale of the hard term's as ``T`` changes (Hinton et al., section 2). This is
+the "LargeML -> TinyML" direction of the survey (Vu et al., arXiv 2505.15854,
+https://arxiv.org/abs/2505.15854): the server's large model makes a model
+small enough for a microcontroller.
+
+The teacher is frozen: its logits on the training set are computed once
+(:func:`tinylarge.compress.train.predict_logits`) and reused every epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from tinylarge.errors import TinylargeError
+
+
+@dataclass(frozen=True, kw_only=True)
+class KDConfig:
+    """Distillation hyper-parameters.
+
+    Attributes:
+        temperature: softmax temperature ``T`` (> 0); larger exposes more of
+            the teacher's "dark knowledge" about similar classes.
+        alpha: weight of the soft (teacher) term in [0, 1]; ``1 - alpha`` goes
+            to cross-entropy on the hard labels.
+    """
+
+    temperature: float = 2.0
+    alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise TinylargeError(f"distillation temperature must be > 0, got {self.temperature}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise TinylargeError(f"distillation alpha must be in [0, 1], got {self.alpha}")
+
+
+def soft_targets(teacher_logits: torch.Tensor, *, temperature: float) -> torch.Tensor:
+    """The teacher's class probabilities at temperature ``T``: ``softmax(z_t / T)``."""
+    return nn.functional.softmax(teacher_logits / temperature, dim=1)
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    temperature: float,
+    alpha: float,
+) -> torch.Tensor:
+    """Hinton's loss, batch mean: ``alpha T^2 KL(p_t^T || p_s^T) + (1 - alpha) CE(z_s, y)``.
+
+    >>> z = torch.tensor([[2.0, 0.0]])
+    >>> float(distillation_loss(z, z, torch.tensor([0]), temperature=2.0, alpha=1.0))
+    0.0
+    """
+    t = temperature
+    log_p = nn.functional.log_softmax(student_logits / t, dim=1)
+    q = soft_targets(teacher_logits.detach(), temperature=t)
+    soft = nn.functional.kl_div(log_p, q, reduction="batchmean") * (t * t)
+    if alpha >= 1.0:
+        return soft
+    hard = nn.functional.cross_entropy(student_logits, labels)
+    return alpha * soft + (1.0 - alpha) * hard

@@ -1,0 +1,86 @@
+"""Hinton's distillation loss and the training loop that uses it."""
+
+from __future__ import annotations
+
+import doctest
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tests.compress.conftest import Trained
+from torch import nn
+
+from tinylarge.compress import KDConfig, TrainConfig, accuracy, distill, predict_logits, train_model
+from tinylarge.data import Dataset
+from tinylarge.errors import TinylargeError
+from tinylarge.models.zoo import build_model
+
+
+def test_docstring_examples() -> None:
+    assert doctest.testmod(distill).failed == 0
+
+
+def test_alpha_zero_is_cross_entropy() -> None:
+    gen = torch.Generator().manual_seed(0)
+    s, t = torch.randn(16, 5, generator=gen), torch.randn(16, 5, generator=gen)
+    y = torch.randint(0, 5, (16,), generator=gen)
+    loss = distill.distillation_loss(s, t, y, temperature=3.0, alpha=0.0)
+    assert torch.allclose(loss, nn.functional.cross_entropy(s, y))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    temperature=st.floats(0.5, 10.0),
+    seed=st.integers(0, 2**16),
+)
+def test_soft_term_matches_a_slow_reference(temperature: float, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    s, t = torch.randn(4, 3, generator=gen), torch.randn(4, 3, generator=gen)
+    y = torch.zeros(4, dtype=torch.long)
+    got = float(distill.distillation_loss(s, t, y, temperature=temperature, alpha=1.0))
+    ref = 0.0
+    for i in range(4):
+        p = np.exp(t[i].numpy() / temperature)
+        p /= p.sum()
+        q = np.exp(s[i].numpy() / temperature)
+        q /= q.sum()
+        ref += float(np.sum(p * (np.log(p) - np.log(q))))
+    ref = ref / 4 * temperature**2
+    assert got == pytest.approx(ref, rel=1e-4, abs=1e-6)
+    assert got >= -1e-6
+
+
+def test_bad_hyper_parameters_are_user_errors() -> None:
+    with pytest.raises(TinylargeError, match="temperature"):
+        KDConfig(temperature=0.0)
+    with pytest.raises(TinylargeError, match="alpha"):
+        KDConfig(alpha=1.5)
+    with pytest.raises(TinylargeError, match="optimizer"):
+        TrainConfig(optimizer="lbfgs")
+
+
+def test_a_student_trained_on_teacher_logits_imitates_the_teacher(trained_mlp: Trained) -> None:
+    """Pure distillation (alpha=1) with the labels scrambled: only the teacher can teach."""
+    ds = trained_mlp.dataset
+    teacher_logits = predict_logits(trained_mlp.model, ds.x_train)
+    wrong = (ds.y_train + 1) % ds.num_classes
+    torch.manual_seed(5)
+    student = build_model("mlp", input_shape=ds.input_shape, num_classes=10, hidden=32)
+    cfg = TrainConfig(epochs=15, batch_size=32, lr=3e-3, seed=5)
+    train_model(
+        student, ds.x_train, wrong, config=cfg, teacher_logits=teacher_logits,
+        kd=KDConfig(temperature=2.0, alpha=1.0),
+    )  # fmt: skip
+    assert accuracy(predict_logits(student, ds.x_test), ds.y_test) > 0.85
+
+
+def test_training_is_reproducible(digits: Dataset) -> None:
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = build_model("mlp", input_shape=digits.input_shape, num_classes=10, hidden=16)
+        train_model(model, digits.x_train, digits.y_train, config=TrainConfig(epochs=2, seed=9))
+        outs.append(predict_logits(model, digits.x_test))
+    np.testing.assert_array_equal(outs[0], outs[1])
