@@ -2,34 +2,41 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+CORE   := $(VENV)/.installed-core
+FULL   := $(VENV)/.installed-test
 # Tests and benchmarks read the real datasets from the shared folder beside the checkout.
 export TINYLARGE_DATA ?= $(abspath ../shared/datasets)
 
 .PHONY: demo test lint typecheck pytest bench clean
 
-$(STAMP): pyproject.toml
+# The core: what `make demo` needs.
+$(CORE): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The CPU build of torch on disk; a looser spec would download a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,ray]'
-	# numba compiles librosa's kernels once per install: do it here, not inside a timed test
-	$(BIN)/python -c 'import numpy, librosa; librosa.feature.mfcc(y=numpy.zeros(8000, "float32"), sr=8000)'
-	touch $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e .
+	touch $(CORE)
 
-demo: $(STAMP)
+# Tests exercise every extra: the Ray backend, TFLite export (LiteRT), federated LoRA (ffm).
+$(FULL): $(CORE)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,ray,tflite,ffm]'
+	# numba compiles librosa's kernels once per install: do it here, not inside a test
+	$(BIN)/python -c 'import numpy, librosa; librosa.feature.mfcc(y=numpy.zeros(8000, "float32"), sr=8000)'
+	touch $(FULL)
+
+demo: $(CORE)
 	rm -rf runs/quickstart
 	$(BIN)/tinylarge run examples/quickstart.yaml --out runs/quickstart
 
-lint: $(STAMP)
+lint: $(FULL)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-typecheck: $(STAMP)
+typecheck: $(FULL)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(FULL)
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
