@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from scipy.spatial.distance import cdist
 from torch import nn
 
 from tinylarge.errors import TinylargeError
@@ -26,9 +27,8 @@ from tinylarge.errors import TinylargeError
 
 def _centered_distances(a: np.ndarray) -> np.ndarray:
     """Double-centred Euclidean distance matrix of the rows of ``a``."""
-    sq = np.einsum("ij,ij->i", a, a)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (a @ a.T), 0.0)
-    d = np.sqrt(d2)
+    # Direct differences: the |a|^2 + |b|^2 - 2ab expansion loses digits for close points.
+    d = cdist(a, a)
     centred: np.ndarray = d - d.mean(axis=0, keepdims=True) - d.mean(axis=1, keepdims=True)
     centred += d.mean()
     return centred

@@ -32,7 +32,7 @@ from tinylarge.network.link import Link
 from tinylarge.sim.backends import Backend, fit_many, make_backend
 from tinylarge.sim.client import FitResult, FitTask, ModelSpec, TrainSettings, Weights
 from tinylarge.sim.client import evaluate as evaluate_weights
-from tinylarge.sim.ledger import Event, Ledger
+from tinylarge.sim.ledger import Event, Ledger, Side
 
 
 @dataclass
@@ -205,7 +205,7 @@ class Context:
         chosen = self.rng(rnd, 1).choice(len(pool), size=k, replace=False)
         return [pool[i] for i in sorted(chosen)]
 
-    def _shares(self, clients: Sequence[Client]) -> dict[int, float]:
+    def shares(self, clients: Sequence[Client]) -> dict[int, float]:
         """Bandwidth share of each client: those on the same link preset share its cell."""
         by_link: dict[str, list[Client]] = {}
         for c in clients:
@@ -239,95 +239,58 @@ class Context:
         )
         if res.outage:
             return 0.0, True
-        self.ledger.record(
-            Event(
-                round=rnd,
-                node=client.node,
-                side="device",
-                kind="upload" if direction == "up" else "download",
-                what=what,
-                profile=client.profile.id,
-                link=client.link_name,
-                seconds=res.time_s,
-                joules=res.energy_j,
-                bytes=num_bytes,
-            )
+        self.bill_transfer(
+            rnd,
+            direction=direction,
+            what=what,
+            num_bytes=num_bytes,
+            seconds=res.time_s,
+            joules=res.energy_j,
+            client=client,
         )
         return res.time_s, False
 
     def bill_training(self, rnd: int, client: Client, samples: int) -> float:
+        """Bill local training of the run's model on ``samples`` samples; its seconds."""
         cost = training_cost(self.model_profile, client.profile, samples=samples)
-        self.ledger.record(
-            Event(
-                round=rnd,
-                node=client.node,
-                side="device",
-                kind="compute",
-                what="local-train",
-                profile=client.profile.id,
-                seconds=cost.latency_s,
-                joules=cost.energy_j,
-                macs=cost.macs,
-            )
-        )
-        return cost.latency_s
+        return self.bill_device_compute(rnd, client, cost, what="local-train")
 
     def bill_server(self, rnd: int, macs: int, *, what: str) -> float:
+        """Bill ``macs`` of element-wise server work (aggregation); its seconds."""
         cost = macs_cost(macs, self.server, dtype="fp32", op="elementwise")
+        return self.bill_server_compute(rnd, cost, what=what)
+
+    def _bill_compute(
+        self, rnd: int, cost: ComputeCost, *, node: str, side: Side, profile: str, what: str
+    ) -> float:
         self.ledger.record(
             Event(
                 round=rnd,
-                node="server",
-                side="server",
+                node=node,
+                side=side,
                 kind="compute",
                 what=what,
-                profile=self.server.id,
+                profile=profile,
                 seconds=cost.latency_s,
                 joules=cost.energy_j,
                 macs=cost.macs,
             )
         )
         return cost.latency_s
-
-    def shares(self, clients: Sequence[Client]) -> dict[int, float]:
-        """Bandwidth share of each of ``clients`` (those on one link preset share its cell)."""
-        return self._shares(clients)
 
     def bill_device_compute(
         self, rnd: int, client: Client, cost: ComputeCost, *, what: str
     ) -> float:
         """Bill a computation on ``client`` (a :class:`ComputeCost` of its profile); its seconds."""
-        self.ledger.record(
-            Event(
-                round=rnd,
-                node=client.node,
-                side="device",
-                kind="compute",
-                what=what,
-                profile=client.profile.id,
-                seconds=cost.latency_s,
-                joules=cost.energy_j,
-                macs=cost.macs,
-            )
+        return self._bill_compute(
+            rnd, cost, node=client.node, side="device", profile=client.profile.id, what=what
         )
-        return cost.latency_s
 
     def bill_server_compute(self, rnd: int, cost: ComputeCost, *, what: str) -> float:
         """Bill a computation on the server (a :class:`ComputeCost` of ``self.server``)."""
-        self.ledger.record(
-            Event(
-                round=rnd,
-                node="server",
-                side="server",
-                kind="compute",
-                what=what,
-                profile=self.server.id,
-                seconds=cost.latency_s,
-                joules=cost.energy_j,
-                macs=cost.macs,
-            )
+        return self._bill_compute(
+            rnd, cost, node="server", side="server", profile=self.server.id, what=what
         )
-        return cost.latency_s
 
     def _message_rng(self, rnd: int, client: Client, direction: str) -> np.random.Generator:
         stream = 6 if direction == "down" else 5
@@ -407,20 +370,9 @@ class Context:
         self, rnd: int, cost: ComputeCost, *, node: str, profile: DeviceProfile, what: str
     ) -> float:
         """Bill a computation on a server-side ``node`` other than the server (a cloud tier)."""
-        self.ledger.record(
-            Event(
-                round=rnd,
-                node=node,
-                side="server",
-                kind="compute",
-                what=what,
-                profile=profile.id,
-                seconds=cost.latency_s,
-                joules=cost.energy_j,
-                macs=cost.macs,
-            )
+        return self._bill_compute(
+            rnd, cost, node=node, side="server", profile=profile.id, what=what
         )
-        return cost.latency_s
 
     def bill_transfer(
         self,
@@ -472,7 +424,7 @@ class Context:
         """
         eng = self.config.engine
         participants = self.sample_clients(rnd)
-        shares = self._shares(participants)
+        shares = self.shares(participants)
         size = weights_nbytes(weights)
         dropped: dict[int, str] = {}
         elapsed: dict[int, float] = {}
@@ -504,7 +456,7 @@ class Context:
             for c in active
         ]
         results = fit_many(self.backend, tasks)
-        up_shares = self._shares(active)
+        up_shares = self.shares(active)
         kept: list[FitResult] = []
         for c, r in zip(active, results, strict=True):
             t = elapsed[c.id] + self.bill_training(rnd, c, r.num_samples * self.settings.epochs)
