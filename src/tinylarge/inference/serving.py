@@ -62,7 +62,6 @@ from tinylarge.inference.training import (
     predict,
     train,
 )
-from tinylarge.models.profile import ModelProfile
 from tinylarge.models.profiler import profile_model
 from tinylarge.network.link import Link
 from tinylarge.schemes.base import RoundReport, Scheme
@@ -107,23 +106,6 @@ class Served:
 def group_key(client: Client) -> str:
     """Device group label used in ``by_group``: ``profile/link``."""
     return f"{client.profile.id}/{client.link_name}"
-
-
-def combine(parts: Sequence[ModelProfile], name: str) -> ModelProfile:
-    """One profile running ``parts`` one after another (for training costs)."""
-    first = parts[0]
-    return ModelProfile(
-        name=name,
-        input_shape=first.input_shape,
-        dtype=first.dtype,
-        layers=tuple(layer for p in parts for layer in p.layers),
-        macs=sum(p.macs for p in parts),
-        params=sum(p.params for p in parts),
-        weight_bytes=sum(p.weight_bytes for p in parts),
-        flash_bytes=sum(p.flash_bytes for p in parts),
-        peak_sram_bytes=max(p.peak_sram_bytes for p in parts),
-        train_batch_size=first.train_batch_size,
-    )
 
 
 class InferenceScheme(Scheme):
