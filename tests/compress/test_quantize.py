@@ -107,3 +107,58 @@ def test_empty_calibration_is_rejected(trained_mlp: Trained, tmp_path: Path) -> 
             trained_mlp.model, tmp_path / "m.onnx", input_shape=(1, 8, 8),
             calibration=trained_mlp.calibration[:0],
         )  # fmt: skip
+
+
+def _input_scale(path: Path) -> float:
+    model = onnx.load(str(path))
+    inits = _initializers(path)
+    name = model.graph.input[0].name
+    while True:  # follow the input through layout ops (Flatten) to its QuantizeLinear
+        first = next(n for n in model.graph.node if name in n.input)
+        if first.op_type == "QuantizeLinear":
+            break
+        name = first.output[0]
+    return float(inits[first.input[1]])
+
+
+def test_percentile_calibration_is_robust_to_a_few_outliers(
+    trained_mlp: Trained, tmp_path: Path
+) -> None:
+    """A few huge input values (rare one-hot columns after standardization) stretch the
+    min/max input grid until the artifact is useless; the percentile clip keeps the grid."""
+    ds, model = trained_mlp.dataset, trained_mlp.model
+    calib = trained_mlp.calibration.copy()
+    calib[0, 0, 0, 0] = 500.0  # one outlier in 16,384 calibration values
+    paths = {
+        method: export_onnx_int8(
+            model,
+            tmp_path / f"{method}.onnx",
+            input_shape=ds.input_shape,
+            calibration=calib,
+            method=method,
+        )
+        for method in ("minmax", "percentile")
+    }
+    assert _input_scale(paths["minmax"]) > 20 * _input_scale(paths["percentile"])
+    fp32_acc = accuracy(predict_logits(model, ds.x_test), ds.y_test)
+    assert accuracy(onnx_logits(paths["percentile"], ds.x_test), ds.y_test) >= fp32_acc - 0.01
+    assert accuracy(onnx_logits(paths["minmax"], ds.x_test), ds.y_test) < fp32_acc - 0.05
+
+
+def test_percentile_clip_keeps_the_bulk_and_cuts_the_tail() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=100_000)
+    x[:5] = 1e3
+    lo, hi = quantize.percentile_range(x, percentile=99.99)
+    assert -5 < lo < -3  # about 3.9 sigma, not 1000
+    assert 3 < hi < 5
+    clipped = quantize.calibration_inputs(x, method="percentile")
+    assert clipped.max() == pytest.approx(hi, rel=1e-6)
+    np.testing.assert_array_equal(quantize.calibration_inputs(x, method="minmax"), x.astype("f4"))
+    assert quantize.percentile_range(x, percentile=100.0) == (x.min(), x.max())
+
+
+@pytest.mark.parametrize(("method", "percentile"), [("entropy", 99.99), ("percentile", 0.0)])
+def test_bad_calibration_settings_are_rejected(method: str, percentile: float) -> None:
+    with pytest.raises(ValueError, match="calibration"):
+        quantize.calibration_inputs(np.zeros((2, 3)), method=method, percentile=percentile)

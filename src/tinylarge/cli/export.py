@@ -159,6 +159,7 @@ def export_tflite(run_dir: Path, onnx_path: Path, out: Path) -> dict[str, Any]:
         out,
         input_shape=ds.input_shape,
         calibration=scheme.calibration_inputs(),
+        **scheme.calibration_settings(),
     )
     contract = make_contract(
         preprocessing=ds.preprocessing,

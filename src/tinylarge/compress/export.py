@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tinylarge.compress.quantize import quantize_static_onnx
+from tinylarge.compress.quantize import DEFAULT_PERCENTILE, quantize_static_onnx
 
 #: Names of the graph input and output in every exported file.
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -60,16 +60,26 @@ def export_onnx(model: nn.Module, path: str | Path, *, input_shape: Sequence[int
 
 
 def export_onnx_int8(
-    model: nn.Module, path: str | Path, *, input_shape: Sequence[int], calibration: np.ndarray
+    model: nn.Module,
+    path: str | Path,
+    *,
+    input_shape: Sequence[int],
+    calibration: np.ndarray,
+    method: str = "percentile",
+    percentile: float = DEFAULT_PERCENTILE,
 ) -> Path:
-    """Write the int8 QDQ artifact of ``model`` calibrated on ``calibration`` (model inputs)."""
+    """Write the int8 QDQ artifact of ``model`` calibrated on ``calibration`` (model inputs).
+
+    ``method`` and ``percentile``: how activation ranges are calibrated
+    (:mod:`tinylarge.compress.quantize`).
+    """
     if len(calibration) == 0:
         raise ValueError("calibration needs at least one sample")
     out = Path(path)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", input_shape=input_shape)
         raw = Path(tmp) / "int8.onnx"
-        quantize_static_onnx(fp32, raw, calibration)
+        quantize_static_onnx(fp32, raw, calibration, method=method, percentile=percentile)
         shrink_onnx(raw, out)
     return out
 

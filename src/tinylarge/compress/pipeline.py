@@ -20,6 +20,7 @@ from torch import nn
 
 from tinylarge.compress.contract import make_contract, write_contract
 from tinylarge.compress.export import export_onnx, export_onnx_int8, onnx_logits
+from tinylarge.compress.quantize import DEFAULT_PERCENTILE
 from tinylarge.compress.train import accuracy
 from tinylarge.models.files import profile_file
 from tinylarge.models.profile import ModelProfile
@@ -84,13 +85,23 @@ def build_artifacts(
     calibration: np.ndarray,
     preprocessing: Mapping[str, Any],
     labels: Sequence[str],
+    method: str = "percentile",
+    percentile: float = DEFAULT_PERCENTILE,
 ) -> Artifacts:
-    """Write ``<stem>-fp32.onnx``, ``<stem>-int8.onnx`` and their contracts into ``out_dir``."""
+    """Write ``<stem>-fp32.onnx``, ``<stem>-int8.onnx`` and their contracts into ``out_dir``.
+
+    ``method``, ``percentile``: activation-range calibration (:mod:`tinylarge.compress.quantize`).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fp32 = export_onnx(model, out / f"{stem}-fp32.onnx", input_shape=input_shape)
     int8 = export_onnx_int8(
-        model, out / f"{stem}-int8.onnx", input_shape=input_shape, calibration=calibration
+        model,
+        out / f"{stem}-int8.onnx",
+        input_shape=input_shape,
+        calibration=calibration,
+        method=method,
+        percentile=percentile,
     )
     for path in (fp32, int8):
         contract = make_contract(

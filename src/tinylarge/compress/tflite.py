@@ -10,8 +10,10 @@ litert-torch; ``torchao.quantization.pt2e``, the maintained successor of
 ``torch.ao.quantization``'s flow) with litert-torch's TFLite quantizer: the
 TFLite int8 scheme, weights per channel symmetric in [-127, 127], activations
 per tensor asymmetric in [-128, 127]. Activation ranges are observed with
-min/max over the calibration subset, as ONNX Runtime's calibrator does for the
-ONNX artifact, so both artifacts share one quantization grid. The file is
+min/max over the same calibration inputs as the ONNX artifact's (clipped to
+their 99.99th percentile of ``|x|`` by default,
+:func:`tinylarge.compress.quantize.calibration_inputs`), so both artifacts
+share one quantization grid. The file is
 fully integer: int8 input and output, whose scales and zero points go into the
 input contract. Images and MFCC maps take channels-last (``NHWC``) inputs, as
 TFLite Micro expects.
@@ -30,7 +32,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from tinylarge.compress.quantize import quantize
+from tinylarge.compress.quantize import (
+    DEFAULT_PERCENTILE,
+    calibration_inputs,
+    quantize,
+)
 from tinylarge.errors import TinylargeError
 
 INSTALL_HINT = "pip install 'tinylarge[tflite]' (litert-torch and ai-edge-litert)"
@@ -93,13 +99,17 @@ def export_tflite_int8(
     *,
     input_shape: Sequence[int],
     calibration: np.ndarray,
+    method: str = "percentile",
+    percentile: float = DEFAULT_PERCENTILE,
     batch_size: int = 64,
 ) -> TfliteIO:
     """Write the fully-integer int8 TFLite file of ``model`` calibrated on ``calibration``.
 
-    ``calibration`` holds normalized model inputs in PyTorch order.
+    ``calibration`` holds normalized model inputs in PyTorch order; ``method``
+    and ``percentile`` as for the ONNX artifact.
     """
     _require()
+    calibration = calibration_inputs(calibration, method=method, percentile=percentile)
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
     import litert_torch  # type: ignore[import-untyped,import-not-found,unused-ignore]
     from litert_torch.quantize import (  # type: ignore[import-untyped,import-not-found,unused-ignore]

@@ -93,6 +93,9 @@ class KDOptions(BaseModel):
     quantization: Literal["ptq", "qat"] = "ptq"
     qat_epochs: Annotated[int, Field(ge=1)] = 1
     calibration_samples: Annotated[int, Field(ge=1)] = 256
+    #: Activation ranges: 99.99th percentile of |x| (default) or min/max (compress.quantize).
+    calibration_method: Literal["percentile", "minmax"] = "percentile"
+    calibration_percentile: Annotated[float, Field(gt=50, le=100)] = 99.99
     prune: Literal["none", "magnitude", "channels"] = "none"
     prune_amount: Annotated[float, Field(ge=0, lt=1)] = 0.5
     prune_finetune_epochs: Annotated[int, Field(ge=0)] = 1
@@ -261,6 +264,8 @@ class KD(Scheme):
             calibration=calib,
             preprocessing=ds.preprocessing,
             labels=ds.label_names,
+            method=self._opts.calibration_method,
+            percentile=self._opts.calibration_percentile,
         )
         self.artifact_bytes = self.artifacts.int8_path.read_bytes()
         self.fits = {c.id: device_fit(self.artifacts.int8_profile, c.profile) for c in ctx.clients}
@@ -381,6 +386,11 @@ class KD(Scheme):
         """The server-held calibration samples the artifacts were quantized with."""
         calib: np.ndarray = self.ctx.dataset.x_train[self.calib_idx]
         return calib
+
+    def calibration_settings(self) -> dict[str, Any]:
+        """How the artifacts' activation ranges were calibrated (``method``, ``percentile``)."""
+        o = self._opts
+        return {"method": o.calibration_method, "percentile": o.calibration_percentile}
 
     def summary_extras(self) -> dict[str, Any]:
         ctx, o = self.ctx, self._opts
