@@ -41,5 +41,23 @@ pytest: $(FULL)
 
 test: lint typecheck pytest
 
+# Flower's simulation engine pins its own Ray (and protobuf), which clash with .venv:
+# bench/fedavg_vs_flower.py runs Flower's side in .venv-flower. Never part of `make test`.
+FLOWER_VENV := .venv-flower
+FLOWER      := $(FLOWER_VENV)/.installed-flower
+$(FLOWER): pyproject.toml constraints.txt
+	test -x $(FLOWER_VENV)/bin/python || $(PYTHON) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/python -m pip install -q --upgrade pip
+	# torch first: the CPU build on disk, as in .venv
+	$(FLOWER_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(FLOWER_VENV)/bin/python -m pip install -q -c constraints.txt numpy 'flwr[simulation]>=1.42,<2'
+	# tinylarge for its model zoo and local training only (numpy + torch), without its deps
+	$(FLOWER_VENV)/bin/python -m pip install -q --no-deps -e .
+	touch $(FLOWER)
+
+.PHONY: bench-flower
+bench-flower: $(FULL) $(FLOWER)
+	$(BIN)/python bench/fedavg_vs_flower.py --flower-python $(FLOWER_VENV)/bin/python
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(FLOWER_VENV) .mypy_cache .pytest_cache .ruff_cache
