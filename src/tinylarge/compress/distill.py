@@ -53,6 +53,20 @@ def soft_targets(teacher_logits: torch.Tensor, *, temperature: float) -> torch.T
     return nn.functional.softmax(teacher_logits / temperature, dim=1)
 
 
+def kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """The soft term alone: ``T^2 KL(softmax(z_t / T) || softmax(z_s / T))``, batch mean.
+
+    The teacher side is detached. Schemes that exchange logits (FedGKT, FML,
+    FedDF, FFM) use it with their own weights.
+    """
+    t = temperature
+    log_p = nn.functional.log_softmax(student_logits / t, dim=1)
+    q = soft_targets(teacher_logits.detach(), temperature=t)
+    return nn.functional.kl_div(log_p, q, reduction="batchmean") * (t * t)
+
+
 def distillation_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -67,10 +81,7 @@ def distillation_loss(
     >>> float(distillation_loss(z, z, torch.tensor([0]), temperature=2.0, alpha=1.0))
     0.0
     """
-    t = temperature
-    log_p = nn.functional.log_softmax(student_logits / t, dim=1)
-    q = soft_targets(teacher_logits.detach(), temperature=t)
-    soft = nn.functional.kl_div(log_p, q, reduction="batchmean") * (t * t)
+    soft = kd_loss(student_logits, teacher_logits, temperature)
     if alpha >= 1.0:
         return soft
     hard = nn.functional.cross_entropy(student_logits, labels)

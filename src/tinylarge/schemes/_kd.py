@@ -11,7 +11,8 @@ scheme modules share:
   configured model for the others;
 - :func:`profile_spec` and :func:`training_fit`: cached profiles and the
   training-memory fit of a model on a device;
-- :func:`kd_loss`: Hinton's temperature-scaled distillation loss;
+- :func:`kd_loss`: Hinton's temperature-scaled distillation loss (from
+  :mod:`tinylarge.compress.distill`, re-exported for the schemes);
 - :class:`Exchange`: the simulated clock of one round of message exchanges
   (downloads, device compute, uploads; outages, dropouts and the deadline),
   every byte and MAC billed through the context;
@@ -29,6 +30,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, field_validator
 from torch import nn
 
+from tinylarge.compress.distill import kd_loss as kd_loss
 from tinylarge.errors import TinylargeError
 from tinylarge.hardware.catalogue import TIERS, DeviceProfile, get_device
 from tinylarge.hardware.cost import ComputeCost
@@ -215,18 +217,6 @@ def hold_out(
 
 
 # -- losses and task-side helpers -------------------------------------------------
-def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``T^2 * KL(softmax(teacher/T) || softmax(student/T))``, batch mean.
-
-    Hinton et al., "Distilling the Knowledge in a Neural Network", 2015,
-    https://arxiv.org/abs/1503.02531 (the ``T^2`` keeps gradient scales).
-    """
-    t = temperature
-    log_p = nn.functional.log_softmax(student / t, dim=1)
-    q = nn.functional.softmax(teacher.detach() / t, dim=1)
-    return nn.functional.kl_div(log_p, q, reduction="batchmean") * t * t
-
-
 def seeded(seed: int, *, threads: int = 1) -> torch.Generator:
     """Make a task deterministic: fixed intra-op threads, torch seeded; a shuffling generator.
 
