@@ -160,6 +160,8 @@ class TrainingConfig(_Frozen):
     optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    #: Stop after the first evaluated round whose test accuracy is at least this (0 < x <= 1).
+    target_accuracy: Annotated[float, Field(gt=0, le=1)] | None = None
 
 
 class EngineConfig(_Frozen):

@@ -15,6 +15,7 @@ SHAPES: dict[str, list[tuple[int, ...]]] = {
     "ds-cnn": [(1, 49, 10), (1, 32, 13), (1, 8, 4)],
     "cnn1d": [(41,), (122,), (3, 128)],
     "cnn-large": [(1, 8, 8), (1, 28, 28), (3, 32, 32)],
+    "cnn-mcmahan": [(1, 28, 28), (1, 8, 8), (3, 32, 32)],
     "resnet-small": [(1, 8, 8), (1, 28, 28), (3, 32, 32)],
 }
 
@@ -24,6 +25,7 @@ def test_registry_lists_all_models_with_metadata() -> None:
     tiers = {name: spec.tier for name, spec in MODELS.items()}
     assert tiers == {
         "cnn-large": "large",
+        "cnn-mcmahan": "tiny",
         "cnn-tiny": "tiny",
         "cnn1d": "tiny",
         "ds-cnn": "tiny",
@@ -54,6 +56,7 @@ def test_models_run_on_their_shapes(name: str, shape: tuple[int, ...]) -> None:
         ("cnn1d", (1, 2, 3, 4)),
         ("cnn1d", (1,)),
         ("cnn-large", (784,)),
+        ("cnn-mcmahan", (1, 3, 3)),
         ("resnet-small", (1, 28)),
         ("mlp", (0, 3)),
     ],
@@ -65,7 +68,7 @@ def test_incompatible_shapes_raise_one_line_errors(name: str, shape: tuple[int, 
 
 
 def test_unknown_model_and_options() -> None:
-    with pytest.raises(UnknownNameError, match="known: cnn-large, cnn-tiny, cnn1d"):
+    with pytest.raises(UnknownNameError, match="known: cnn-large, cnn-mcmahan, cnn-tiny, cnn1d"):
         build_model("vgg16", input_shape=(3, 32, 32), num_classes=10)
     with pytest.raises(TinylargeError, match=r"unknown option.*depth.*allowed: width"):
         build_model("cnn-tiny", input_shape=(1, 28, 28), num_classes=10, depth=3)
@@ -105,3 +108,12 @@ def test_large_tier_is_larger_than_tiny_tier() -> None:
         return profile_model(model, input_shape=(1, 28, 28)).macs
 
     assert min(macs("cnn-large"), macs("resnet-small")) > 5 * macs("cnn-tiny")
+
+
+def test_cnn_mcmahan_has_the_papers_parameter_count() -> None:
+    # McMahan et al. 2017 (arXiv:1602.05629), section 3: "1,663,370 total parameters"
+    model = build_model("cnn-mcmahan", input_shape=(1, 28, 28), num_classes=10)
+    profile = profile_model(model, input_shape=(1, 28, 28))
+    assert profile.params == sum(p.numel() for p in model.parameters()) == 1_663_370
+    # 5x5 convs 1->32 at 28x28, 32->64 at 14x14, then 3136->512->10
+    assert profile.macs == 28 * 28 * 32 * 25 + 14 * 14 * 64 * 32 * 25 + 3136 * 512 + 512 * 10

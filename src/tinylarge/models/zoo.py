@@ -18,6 +18,12 @@ Tiny tier (fits a microcontroller at int8):
   model's 2.66 M MACs. ``width`` and ``blocks`` scale it.
 - ``cnn1d``: 1-D CNN over sensor windows ``(C, L)`` or tabular features
   ``(F,)`` (read as one channel of length F).
+- ``cnn-mcmahan``: the "CNN" of McMahan et al. 2017, the FedAvg paper
+  ("Communication-Efficient Learning of Deep Networks from Decentralized
+  Data", https://arxiv.org/abs/1602.05629): two 5x5 convs (32, 64 channels,
+  each with ReLU and 2x2 max-pool), a 512-unit ReLU layer and a linear
+  output; 1,663,370 parameters and about 12.3 M MACs on 28x28 MNIST. A phone
+  or SBC trains it; at int8 it also fits a large MCU's flash for inference.
 
 Large tier (edge/cloud teachers and server-side models):
 
@@ -250,6 +256,43 @@ def build_cnn1d(*, input_shape: tuple[int, ...], num_classes: int, width: int = 
         nn.AdaptiveAvgPool1d(1),
         nn.Flatten(),
         nn.Linear(2 * width, num_classes),
+    )
+
+
+@_register(
+    "cnn-mcmahan",
+    tier="tiny",
+    description="McMahan et al. 2017 FedAvg CNN: 2 x (5x5 conv, ReLU, max-pool), 512 ReLU, linear",
+    default=(1, 28, 28),
+)
+def build_cnn_mcmahan(
+    *, input_shape: tuple[int, ...], num_classes: int, width: int = 32, hidden: int = 512
+) -> nn.Module:
+    """The FedAvg paper's CNN (https://arxiv.org/abs/1602.05629, section 3).
+
+    Two 5x5 "same" convolutions of ``width`` and ``2 * width`` channels, each
+    followed by ReLU and 2x2 max-pooling, a fully connected layer of
+    ``hidden`` ReLU units and a linear layer to the classes (the softmax is
+    in the loss). With the defaults at ``(1, 28, 28)`` and 10 classes it has
+    the paper's 1,663,370 parameters.
+    """
+    _expect_rank("cnn-mcmahan", input_shape, (3,), "(C, H, W)")
+    _positive("cnn-mcmahan", width=width, hidden=hidden)
+    channels, height, wide = input_shape
+    if height < 4 or wide < 4:
+        raise TinylargeError(f"model 'cnn-mcmahan' needs H, W >= 4, got {input_shape}")
+    flat = 2 * width * (height // 4) * (wide // 4)
+    return nn.Sequential(
+        nn.Conv2d(channels, width, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(flat, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, num_classes),
     )
 
 

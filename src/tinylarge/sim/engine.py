@@ -6,6 +6,11 @@ metrics, ledger events and a checkpoint are written as it completes, and
 summary.json last. ``resume=True`` continues a stopped run from its last
 checkpoint to the same final numbers, because every random draw depends only
 on (seed, round, stream), never on how many draws came before.
+
+With ``training.target_accuracy`` set, the run ends after the first evaluated
+round whose test accuracy reaches it (McMahan et al. 2017 report "rounds to a
+target accuracy", https://arxiv.org/abs/1602.05629); summary.json then holds
+``rounds_to_target``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,17 @@ def build_scheme(ctx: Context) -> Scheme:
     cls = SCHEMES[ctx.config.scheme.name]
     options = cls.Options.model_validate(ctx.config.scheme.options)
     return cls(ctx, options)
+
+
+def rounds_to_target(rows: list[dict[str, Any]], target: float | None) -> int | None:
+    """Rounds run until the first evaluated round with ``accuracy >= target`` (1-based), or None."""
+    if target is None:
+        return None
+    for row in rows:
+        acc = row.get("accuracy")
+        if acc is not None and acc >= target:
+            return int(row["round"]) + 1
+    return None
 
 
 def summarize(
@@ -74,6 +90,8 @@ def summarize(
         "train_memory_bytes": prof.train_memory_bytes,
         "params": prof.params,
         "wall_time_s": wall_time_s,
+        "target_accuracy": cfg.training.target_accuracy,
+        "rounds_to_target": rounds_to_target(rows, cfg.training.target_accuracy),
     }
     summary["per_profile"] = per_profile(ctx, ledger)
     summary.update(scheme.summary_extras())
@@ -138,10 +156,14 @@ def run_experiment(
             run.create(config)
         ctx.run_dir = run.path
         rounds = config.training.rounds
+        target = config.training.target_accuracy
         clock = rows[-1]["clock_s"] if rows else 0.0
+        reached = rounds_to_target(rows, target) is not None  # a resumed run may be done
         with _progress(progress, config) as bar:
             task = bar.add_task("rounds", total=rounds, completed=first, status="")
             for rnd in range(first, rounds):
+                if reached:
+                    break
                 n_before = len(ctx.ledger)
                 report = scheme.run_round(rnd)
                 new_events = ctx.ledger.since(n_before)
@@ -175,6 +197,7 @@ def run_experiment(
                 acc = row["accuracy"]
                 status = f"acc {acc:.3f}" if acc is not None else ""
                 bar.update(task, advance=1, status=f"{status}  sim {clock:.1f}s")
+                reached = rounds_to_target([row], target) is not None
         summary = summarize(
             ctx,
             scheme,
