@@ -93,6 +93,36 @@ def test_resume_after_a_kill_reaches_the_same_numbers(
     assert strip(resumed) == strip(full)
 
 
+def test_resume_accepts_a_run_started_before_a_new_optional_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A config.yaml written before ``training.target_accuracy`` existed compares by defaults;
+    a real difference still refuses."""
+    import yaml
+
+    cfg = parse_config(small_task(training={"rounds": 3}))
+    original = FedAvg.run_round
+
+    def dies_in_round_2(self: FedAvg, rnd: int) -> Any:
+        if rnd == 2:
+            raise KeyboardInterrupt
+        return original(self, rnd)
+
+    monkeypatch.setattr(FedAvg, "run_round", dies_in_round_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, out=tmp_path / "old", progress=False)
+    monkeypatch.setattr(FedAvg, "run_round", original)
+    path = tmp_path / "old" / "config.yaml"
+    saved = yaml.safe_load(path.read_text())
+    del saved["training"]["target_accuracy"]
+    path.write_text(yaml.safe_dump(saved, sort_keys=False))
+    other = parse_config(small_task(training={"rounds": 3, "lr": 0.5}))
+    with pytest.raises(TinylargeError, match="differs"):
+        run_experiment(other, out=tmp_path / "old", resume=True, progress=False)
+    summary = run_experiment(cfg, out=tmp_path / "old", resume=True, progress=False)
+    assert summary["rounds"] == 3
+
+
 def test_device_that_cannot_train_the_model_is_excluded_and_reported(tmp_path: Path) -> None:
     cfg = parse_config(
         small_task(

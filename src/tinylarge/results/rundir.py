@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from tinylarge.config import ExperimentConfig
+from tinylarge.config import ExperimentConfig, load_config
 from tinylarge.errors import TinylargeError
 from tinylarge.jsonutil import dumps
 from tinylarge.sim.ledger import FIELDS, Event, Ledger
@@ -95,8 +95,9 @@ class RunDir:
                 f"cannot resume: {str(self.path)!r} has no checkpoint.pkl "
                 "(run without --resume to start it)"
             )
-        saved = _comparable(yaml.safe_load(self.config_path.read_text()))
-        if saved != _comparable(config.model_dump(mode="json")):
+        # re-validated, so a field added since the run was started compares by its default
+        saved = load_config(self.config_path).model_dump(mode="json")
+        if _comparable(saved) != _comparable(config.model_dump(mode="json")):
             raise TinylargeError(
                 f"cannot resume {str(self.path)!r}: its config.yaml differs from the given config"
             )
