@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from tests.conftest import small_task
 
 from tinylarge.config import parse_config
@@ -127,3 +128,66 @@ def test_extractor_averaging_sends_the_extractor_both_ways(tmp_path: Path) -> No
     for w in starts[1:]:
         np.testing.assert_array_equal(w[0], starts[0][0])
     assert not np.array_equal(scheme.weights[0][0], scheme.weights[1][0])  # local drift
+
+
+def _server_run(kd_weight: float, device_logits: torch.Tensor) -> list[np.ndarray]:
+    from tinylarge.schemes._gkt import ServerSettings, server_optimizer, train_server
+    from tinylarge.sim.client import get_weights
+
+    settings = ServerSettings(
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=1e-4,
+        batch_size=16,
+        epochs=2,
+        kd_weight=kd_weight,
+        temperature=3.0,
+    )
+    torch.manual_seed(0)
+    model = ModelSpec("mlp", (8,), 3, {"hidden": 16}).build()
+    feats = torch.randn(40, 8, generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(40) % 3
+    opt = server_optimizer(model, settings)
+    train_server(model, opt, feats, labels, device_logits, settings=settings, gen=torch.Generator())
+    return get_weights(model)
+
+
+def test_server_distillation_to_the_devices_logits_is_weighted_by_server_kd_weight() -> None:
+    """Weight 0 (the reference implementation's default): the devices' logits play no part."""
+    confident = torch.nn.functional.one_hot(torch.arange(40) % 3, 3).float() * 10
+    reversed_ = confident.flip(1)
+    a, b = _server_run(0.0, confident), _server_run(0.0, reversed_)
+    for wa, wb in zip(a, b, strict=True):
+        np.testing.assert_array_equal(wa, wb)
+    c, d = _server_run(1.0, confident), _server_run(1.0, reversed_)
+    assert any(not np.array_equal(wc, wd) for wc, wd in zip(c, d, strict=True))
+
+
+def test_device_and_server_optimizers_keep_their_state_across_rounds() -> None:
+    """As in the reference implementation, Adam's moments and step counts carry over."""
+    from tinylarge.schemes.fedgkt import FedGKT
+    from tinylarge.sim.engine import build_scheme
+
+    cfg = parse_config(
+        small_task(
+            scheme={"name": "fedgkt", "options": {"server_epochs": 2, "server_batch_size": 64}},
+            training={"rounds": 2, "optimizer": "adam", "lr": 1e-3},
+        )
+    )
+    ctx = Context(cfg)
+    scheme = build_scheme(ctx)
+    assert isinstance(scheme, FedGKT)
+    scheme.setup()
+
+    def steps(state: dict[str, Any]) -> int:
+        return int(next(iter(state["state"].values()))["step"])
+
+    n_total = sum(len(c.indices) for c in scheme.pool)
+    server_steps = 2 * -(-n_total // 64)
+    for rnd in (0, 1):
+        scheme.run_round(rnd)
+        assert scheme.server_opt_state is not None
+        assert steps(scheme.server_opt_state) == (rnd + 1) * server_steps
+        for c in scheme.pool:
+            batches = -(-len(c.indices) // cfg.training.batch_size)
+            assert steps(scheme.opt_states[c.id]) == (rnd + 1) * batches

@@ -2,32 +2,43 @@
 
 He, Annavaram and Avestimehr, "Group Knowledge Transfer: Federated Learning of
 Large CNNs at the Edge", NeurIPS 2020, https://arxiv.org/abs/2007.14513
-(Algorithm 1). Each device holds a small model cut in two: a feature
-extractor (the first ``extractor_layers`` children; by default up to the
-second conv/linear layer) and a small classifier head. Every round a device
+(Algorithm 1), with the defaults of its reference implementation (FedML,
+``fedml_api/distributed/fedgkt``). Each device holds a small model cut in two: a
+feature extractor (the first ``extractor_layers`` children; by default up to the
+second conv/linear layer, as the reference's ResNet-8 whose extractor is its first
+conv stage) and a small classifier head. Every round a device
 
 1. downloads the server's logits on its samples from the previous round,
 2. trains extractor and head on its data with cross-entropy plus ``alpha``
-   times the distillation loss to those logits (temperature ``temperature``),
+   times the distillation loss to those logits (temperature ``temperature``,
+   scaled by ``T^2``), keeping its optimizer state from round to round,
 3. runs its extractor over its data and uploads the features, its own logits
    and the labels (``feature_dtype`` on the air).
 
-The server trains the large model (``server_model``; by default
-``cnn-large`` on image-shaped features and a wide ``mlp`` on vectors) on all
-uploaded features for ``server_epochs`` with cross-entropy plus distillation
-to the devices' logits, and computes its logits for the next round. Devices
-never train the large model: their compute is the small model's training and
-one forward pass, billed to their profiles; the server's training and
-inference are billed to the server. Device models may differ per profile or
-tier (``client_models``) as long as their extractors output one feature shape.
+The server trains the large model (``server_model``; by default ``cnn-large``
+on image-shaped features, a wide ``mlp`` on vectors) for ``server_epochs`` over
+all uploaded features with its own optimizer, kept across rounds, on
+cross-entropy plus ``server_kd_weight`` x the distillation loss to the devices'
+logits, then computes its logits on every device's features for the next round.
+Defaults are the reference's: 20 server epochs, Adam (AMSGrad) at 1e-3 with
+weight decay 1e-4, temperature 3, ``alpha`` 1, and no server-side distillation
+(``--whether_distill_on_the_server 0``; the paper's loss has it at weight 1, which
+under label skew teaches the server each device's label prior, see
+docs/knowledge_transfer.md). The devices' optimizer is the run's ``training``
+section (the reference: Adam at 1e-3 on both sides). Device compute is the small
+model's training and one forward pass, billed to each device's profile; server
+training and inference are billed to the server. Device models may differ per
+profile or tier (``client_models``) if their extractors output one feature shape.
 
 ``accuracy`` is the sample-weighted mean test accuracy of the devices' own
 models; ``large_accuracy`` that of the large model on each device's test
-features (extractor then server model), weighted the same way.
+features (that device's current extractor, then the server model), weighted
+the same way.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -39,7 +50,17 @@ from tinylarge.hardware.cost import inference_cost, training_cost
 from tinylarge.hardware.fit import FitReport
 from tinylarge.models.profile import ModelProfile
 from tinylarge.schemes import _kd
-from tinylarge.schemes._gkt import GKTResult, GKTTask, default_cut, gkt_client, split
+from tinylarge.schemes._gkt import (
+    GKTResult,
+    GKTTask,
+    OptimizerState,
+    ServerSettings,
+    default_cut,
+    gkt_client,
+    server_optimizer,
+    split,
+    train_server,
+)
 from tinylarge.schemes._kd import ModelChoice
 from tinylarge.schemes.base import RoundReport, Scheme, register_scheme
 from tinylarge.schemes.fedavg import weighted_average
@@ -55,16 +76,20 @@ class FedGKTOptions(BaseModel):
     extractor_layers: Annotated[int, Field(ge=1)] | None = None
     #: The large server model over features (None: cnn-large for images, mlp for vectors).
     server_model: ModelChoice | None = None
-    #: Server epochs over the uploaded features per round.
-    server_epochs: Annotated[int, Field(ge=1)] = 2
+    #: Server epochs over all uploaded features per round (FedML's runs: 20).
+    server_epochs: Annotated[int, Field(ge=1)] = 20
     #: Server mini-batch size (the server is not memory-bound like the devices).
     server_batch_size: Annotated[int, Field(ge=1)] = 64
-    #: Server learning rate (None: ``training.lr``).
-    server_lr: Annotated[float, Field(gt=0)] | None = None
-    #: Server optimizer (None: ``training.optimizer``).
-    server_optimizer: Literal["sgd", "momentum", "adam"] | None = None
-    #: Weight of the distillation term in both directions.
+    #: Server optimizer: Adam with AMSGrad, or SGD with Nesterov momentum 0.9 (as FedML's).
+    server_optimizer: Literal["adam", "sgd"] = "adam"
+    server_lr: Annotated[float, Field(gt=0)] = 1e-3
+    server_weight_decay: Annotated[float, Field(ge=0)] = 1e-4
+    #: Weight of the distillation to the devices' logits in the server's loss: 0 as the
+    #: reference implementation, 1 as the paper's equation.
+    server_kd_weight: Annotated[float, Field(ge=0)] = 0.0
+    #: Weight of the distillation to the server's logits in the devices' loss.
     alpha: Annotated[float, Field(ge=0)] = 1.0
+    #: Distillation temperature, both directions (reference: 3).
     temperature: Annotated[float, Field(gt=0)] = 3.0
     #: Precision of the uploaded features.
     feature_dtype: Literal["float32", "float16"] = "float32"
@@ -111,13 +136,19 @@ class FedGKT(Scheme):
         self.server_spec = _kd.spec_of(
             choice, input_shape=self.feature_shape, num_classes=ctx.spec.num_classes
         )
-        self.server_settings = _kd.server_settings(
-            ctx, batch_size=o.server_batch_size, lr=o.server_lr, optimizer=o.server_optimizer
+        self.server_settings = ServerSettings(
+            optimizer=o.server_optimizer,
+            lr=o.server_lr,
+            weight_decay=o.server_weight_decay,
+            batch_size=o.server_batch_size,
+            epochs=o.server_epochs,
+            kd_weight=o.server_kd_weight,
+            temperature=o.temperature,
         )
         self.server_profile = _kd.profile_spec(
             self.server_spec,
             batch_size=o.server_batch_size,
-            optimizer=_kd.optimizer_name(self.server_settings),
+            optimizer="adam" if o.server_optimizer == "adam" else "sgd-momentum",
         )
         self.fits: dict[str, FitReport] = {}
         for c in ctx.clients:
@@ -128,6 +159,9 @@ class FedGKT(Scheme):
         # that start alike give the server features it can read across devices
         self.weights = {c.id: _kd.init_weights(self.specs[c.id], seed=ctx.seed) for c in self.pool}
         self.server_weights = _kd.init_weights(self.server_spec, seed=ctx.seed)
+        #: Optimizer states, kept across rounds on their nodes as in the reference implementation.
+        self.opt_states: dict[int, OptimizerState] = {}
+        self.server_opt_state: OptimizerState | None = None
         self.group = {c.id: f"{self.specs[c.id]}/{self.cuts[c.id]}" for c in self.pool}
         #: Per architecture: indices of the extractor's tensors in the state and their average.
         self.ext_index: dict[str, list[int]] = {}
@@ -168,6 +202,7 @@ class FedGKT(Scheme):
                 spec=self.specs[c.id],
                 cut=self.cuts[c.id],
                 weights=self.start_weights(c),
+                opt_state=self.opt_states.get(c.id),
                 indices=c.indices,
                 settings=ctx.settings,
                 server_logits=self.server_logits.get(c.id),
@@ -182,6 +217,7 @@ class FedGKT(Scheme):
         for c in active:
             r = results[c.id]
             self.weights[c.id] = r.weights
+            self.opt_states[c.id] = r.opt_state
             samples = r.num_samples * ctx.settings.epochs
             self.trained_samples += samples
             prof = self.profile_of(c)
@@ -237,20 +273,14 @@ class FedGKT(Scheme):
         ctx, o = self.ctx, self.opts
         gen = _kd.seeded(ctx.task_seed(rnd, 10**6), threads=ctx.config.engine.threads)
         model = _kd.build(self.server_spec, self.server_weights)
+        opt = server_optimizer(model, self.server_settings)
+        if self.server_opt_state is not None:
+            opt.load_state_dict(self.server_opt_state)
         feats = _kd.tensor(np.concatenate([r.features for r in arrived]).astype(np.float32))
         labels = _kd.tensor(np.concatenate([r.labels for r in arrived]).astype(np.int64))
         teacher = _kd.tensor(np.concatenate([r.logits for r in arrived]))
-        _kd.train_kd(
-            model,
-            feats,
-            labels,
-            teacher,
-            settings=self.server_settings,
-            epochs=o.server_epochs,
-            alpha=o.alpha,
-            temperature=o.temperature,
-            gen=gen,
-        )
+        train_server(model, opt, feats, labels, teacher, settings=self.server_settings, gen=gen)
+        self.server_opt_state = copy.deepcopy(opt.state_dict())
         self.server_weights = get_weights(model)
         for r in arrived:
             self.server_logits[r.client] = _kd.logits_of(model, r.features.astype(np.float32))
@@ -292,6 +322,8 @@ class FedGKT(Scheme):
             "weights": self.weights,
             "server_weights": self.server_weights,
             "server_logits": self.server_logits,
+            "server_opt_state": self.server_opt_state,
+            "opt_states": self.opt_states,
             "extractors": self.extractors,
             "trained_samples": self.trained_samples,
         }
@@ -300,6 +332,8 @@ class FedGKT(Scheme):
         self.weights = state["weights"]
         self.server_weights = state["server_weights"]
         self.server_logits = state["server_logits"]
+        self.server_opt_state = state["server_opt_state"]
+        self.opt_states = state["opt_states"]
         self.extractors = state["extractors"]
         self.trained_samples = state["trained_samples"]
 
