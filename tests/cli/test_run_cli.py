@@ -47,6 +47,20 @@ def test_run_human_output_and_refusal_to_overwrite(
     assert "--resume" in err
 
 
+def test_run_human_output_tells_the_rounds_to_the_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reached = write(tmp_path, small_task(training={"rounds": 4, "target_accuracy": 0.5}), "a.yaml")
+    assert main(["run", reached, "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    rounds = json.loads((tmp_path / "a" / "summary.json").read_text())["rounds_to_target"]
+    assert rounds is not None
+    assert "rounds to 50.00%" in text
+    missed = write(tmp_path, small_task(training={"rounds": 1, "target_accuracy": 1.0}), "b.yaml")
+    assert main(["run", missed, "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    assert "not reached in 1 rounds" in capsys.readouterr().out
+
+
 def test_resume_from_the_cli_completes_a_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -68,6 +68,14 @@ def print_summary(s: dict[str, Any], out: Path) -> None:
     ]
     if s.get("large_accuracy") is not None:
         rows.append(["accuracy (server-side model)", _pct(s["large_accuracy"])])
+    if s.get("target_accuracy") is not None:
+        reached = s.get("rounds_to_target")
+        rows.append(
+            [
+                f"rounds to {_pct(s['target_accuracy'])}",
+                reached if reached is not None else f"not reached in {s['rounds']} rounds",
+            ]
+        )
     rows += [
         ["simulated time", f"{s['total_latency_s']:.2f} s"],
         ["device energy", f"{s['device_energy_j']:.4g} J"],
