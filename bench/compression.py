@@ -116,31 +116,55 @@ def _cfg(setup: Setup, epochs: int, seed: int, *, teacher: bool = False) -> Trai
     return TrainConfig(epochs=epochs, batch_size=64, lr=lr, seed=seed, schedule="cosine", threads=1)
 
 
+def server_data(setup: Setup, ds: Dataset, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The server-held training samples, their labels and the calibration subset."""
+    idx = stratified_fraction(ds.y_train, setup.server_fraction, seed=seed)
+    x, y = ds.x_train[idx], ds.y_train[idx]
+    rng = np.random.default_rng([seed, 0xCA1])
+    calib = x[np.sort(rng.choice(len(x), size=min(setup.calibration, len(x)), replace=False))]
+    return x, y, calib
+
+
+def train_teacher(setup: Setup, ds: Dataset, x: np.ndarray, y: np.ndarray, seed: int) -> nn.Module:
+    teacher = _build(setup.teacher, ds, 1000 + seed)
+    train_model(teacher, x, y, config=_cfg(setup, setup.teacher_epochs, 1000 + seed, teacher=True))
+    return teacher
+
+
+def train_student(
+    setup: Setup,
+    ds: Dataset,
+    x: np.ndarray,
+    y: np.ndarray,
+    seed: int,
+    teacher_logits: np.ndarray | None = None,
+) -> nn.Module:
+    """The student from scratch, or distilled from ``teacher_logits``."""
+    student = _build(setup.student, ds, seed)
+    kd = setup.kd if teacher_logits is not None else None
+    train_model(student, x, y, config=_cfg(setup, setup.student_epochs, seed),
+                teacher_logits=teacher_logits, kd=kd)  # fmt: skip
+    return student
+
+
 def run_job(job: tuple[str, int]) -> dict[str, Any]:
     """All rows of one dataset and seed (a process-pool task)."""
     name, seed = job
     setup = SETUPS[name]
     started = time.perf_counter()
     ds = load_dataset(name)
-    idx = stratified_fraction(ds.y_train, setup.server_fraction, seed=seed)
-    x, y = ds.x_train[idx], ds.y_train[idx]
-    rng = np.random.default_rng([seed, 0xCA1])
-    calib = x[np.sort(rng.choice(len(x), size=min(setup.calibration, len(x)), replace=False))]
+    x, y, calib = server_data(setup, ds, seed)
     rows: dict[str, dict[str, Any]] = {}
     sname = setup.student[0]
 
-    teacher = _build(setup.teacher, ds, 1000 + seed)
-    train_model(teacher, x, y, config=_cfg(setup, setup.teacher_epochs, 1000 + seed, teacher=True))
+    teacher = train_teacher(setup, ds, x, y, seed)
     rows["teacher fp32"] = _torch_row(teacher, ds, setup.teacher[0])
     logits = predict_logits(teacher, x)
 
-    scratch = _build(setup.student, ds, seed)
-    train_model(scratch, x, y, config=_cfg(setup, setup.student_epochs, seed))
+    scratch = train_student(setup, ds, x, y, seed)
     rows["student scratch fp32"] = _torch_row(scratch, ds, setup.student[0])
 
-    student = _build(setup.student, ds, seed)
-    train_model(student, x, y, config=_cfg(setup, setup.student_epochs, seed),
-                teacher_logits=logits, kd=setup.kd)  # fmt: skip
+    student = train_student(setup, ds, x, y, seed, teacher_logits=logits)
     rows["student KD fp32"] = _torch_row(student, ds, setup.student[0])
     # the int8 input saturates outside the calibrated range: the fp32 model with that clipping
     lo, hi = percentile_range(calib, percentile=DEFAULT_PERCENTILE)
