@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -48,7 +49,8 @@ ACT_QMIN, ACT_QMAX = -128, 127
 #: int8 range of weights (symmetric, -128 unused as in TFLite).
 WEIGHT_QMAX = 127
 #: How activation ranges are calibrated (module docstring).
-CALIBRATION_METHODS = ("percentile", "minmax")
+CalibrationMethod = Literal["percentile", "minmax"]
+CALIBRATION_METHODS: tuple[str, ...] = get_args(CalibrationMethod)
 #: Percentile of ``|x|`` kept by ``"percentile"`` calibration.
 DEFAULT_PERCENTILE = 99.99
 #: Smallest scale, so an all-zero tensor still quantizes (TFLite's converters use ~2^-12).

@@ -59,6 +59,7 @@ from tinylarge.compress.pipeline import (
 )
 from tinylarge.compress.prune import apply_masks, magnitude_masks, mask_hook, prune_channels
 from tinylarge.compress.qat import fold_batchnorm, prepare_qat, strip_qat
+from tinylarge.compress.quantize import DEFAULT_PERCENTILE, CalibrationMethod
 from tinylarge.compress.train import StepHook, TrainConfig, accuracy, predict_logits, train_model
 from tinylarge.errors import TinylargeError
 from tinylarge.hardware.cost import ComputeCost, inference_cost, training_cost
@@ -94,8 +95,8 @@ class KDOptions(BaseModel):
     qat_epochs: Annotated[int, Field(ge=1)] = 1
     calibration_samples: Annotated[int, Field(ge=1)] = 256
     #: Activation ranges: 99.99th percentile of |x| (default) or min/max (compress.quantize).
-    calibration_method: Literal["percentile", "minmax"] = "percentile"
-    calibration_percentile: Annotated[float, Field(gt=50, le=100)] = 99.99
+    calibration_method: CalibrationMethod = "percentile"
+    calibration_percentile: Annotated[float, Field(gt=50, le=100)] = DEFAULT_PERCENTILE
     prune: Literal["none", "magnitude", "channels"] = "none"
     prune_amount: Annotated[float, Field(ge=0, lt=1)] = 0.5
     prune_finetune_epochs: Annotated[int, Field(ge=0)] = 1
