@@ -315,6 +315,16 @@ def weighted_mean(values: Mapping[int, float], weights: Mapping[int, int]) -> fl
     return float(sum(v * weights[k] for k, v in values.items()) / total)
 
 
+def device_metrics(
+    per: Mapping[int, tuple[float, float]], sizes: Mapping[int, int]
+) -> dict[str, float | None]:
+    """``accuracy`` and ``loss``: sample-weighted means of per-device ``(accuracy, loss)``."""
+    return {
+        "accuracy": weighted_mean({k: acc for k, (acc, _) in per.items()}, sizes),
+        "loss": weighted_mean({k: loss for k, (_, loss) in per.items()}, sizes),
+    }
+
+
 def by_profile(ctx: Context, values: Mapping[int, float]) -> dict[str, float]:
     """Mean of per-client values per device profile."""
     groups: dict[str, list[float]] = {}

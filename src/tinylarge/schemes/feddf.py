@@ -297,8 +297,7 @@ class FedDF(Scheme):
         sizes = {c.id: len(self.local_idx[c.id]) for c in ctx.clients}
         self._last = {cid: acc for cid, (acc, _) in per.items()}
         return {
-            "accuracy": _kd.weighted_mean(self._last, sizes),
-            "loss": _kd.weighted_mean({k: v[1] for k, v in per.items()}, sizes),
+            **_kd.device_metrics(per, sizes),
             "large_accuracy": evaluate(self.server_spec, self.server_weights, x, y)[0],
         }
 

@@ -254,8 +254,7 @@ class FederatedMutualLearning(Scheme):
         sizes = {c.id: len(c.indices) for c in ctx.clients}
         self._last = {cid: acc for cid, (acc, _) in per.items()}
         return {
-            "accuracy": _kd.weighted_mean(self._last, sizes),
-            "loss": _kd.weighted_mean({k: v[1] for k, v in per.items()}, sizes),
+            **_kd.device_metrics(per, sizes),
             "large_accuracy": evaluate(self.shared_spec, self.shared, x, y)[0],
         }
 
