@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,3 +44,21 @@ def small_task(**overrides: Any) -> dict[str, Any]:
         else:
             cfg[key] = value
     return cfg
+
+
+def kill_in_round(
+    monkeypatch: pytest.MonkeyPatch, scheme: type[Any], rnd: int, start: Callable[[], object]
+) -> None:
+    """Call ``start()`` with ``scheme.run_round`` interrupted in round ``rnd``, as a kill would
+    (``KeyboardInterrupt``, expected), then put ``run_round`` back for the resume."""
+    original = scheme.run_round
+
+    def dies(self: Any, r: int) -> Any:
+        if r == rnd:
+            raise KeyboardInterrupt
+        return original(self, r)
+
+    monkeypatch.setattr(scheme, "run_round", dies)
+    with pytest.raises(KeyboardInterrupt):
+        start()
+    monkeypatch.setattr(scheme, "run_round", original)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import small_task
+from tests.conftest import kill_in_round, small_task
 from tests.inference.checks import check_run
 
 from tinylarge.config import ConfigError, parse_config
@@ -97,17 +97,12 @@ def test_resume_after_a_kill_reaches_the_same_numbers(
     from tinylarge.schemes.cascade import Cascade
 
     full = run(tmp_path, "full", rounds=3, target="offload", target_value=0.3, adapt=True)
-    original = Cascade.run_round
-
-    def dies_in_round_2(self: Cascade, rnd: int) -> Any:
-        if rnd == 2:
-            raise KeyboardInterrupt
-        return original(self, rnd)
-
-    monkeypatch.setattr(Cascade, "run_round", dies_in_round_2)
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path, "killed", rounds=3, target="offload", target_value=0.3, adapt=True)
-    monkeypatch.setattr(Cascade, "run_round", original)
+    kill_in_round(
+        monkeypatch,
+        Cascade,
+        2,
+        lambda: run(tmp_path, "killed", rounds=3, target="offload", target_value=0.3, adapt=True),
+    )
     cfg = parse_config(
         small_task(
             scheme={

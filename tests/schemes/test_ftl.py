@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.conftest import small_task
+from tests.conftest import kill_in_round, small_task
 
 from tinylarge.config import parse_config
 from tinylarge.schemes import SCHEMES
@@ -99,17 +99,9 @@ def test_resume_after_a_kill_reaches_the_same_numbers(
     cfg = parse_config(small_task(scheme={"name": scheme}, training={"rounds": 3}))
     full = run_experiment(cfg, out=tmp_path / "full", progress=False)
     cls = SCHEMES[scheme]
-    original = cls.run_round
-
-    def dies_in_round_2(self: Any, rnd: int) -> Any:
-        if rnd == 2:
-            raise KeyboardInterrupt
-        return original(self, rnd)
-
-    monkeypatch.setattr(cls, "run_round", dies_in_round_2)
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(cfg, out=tmp_path / "killed", progress=False)
-    monkeypatch.setattr(cls, "run_round", original)
+    kill_in_round(
+        monkeypatch, cls, 2, lambda: run_experiment(cfg, out=tmp_path / "killed", progress=False)
+    )
     resumed = run_experiment(cfg, out=tmp_path / "killed", resume=True, progress=False)
     drop = ("wall_time_s", "backend")
     assert {k: v for k, v in resumed.items() if k not in drop} == {

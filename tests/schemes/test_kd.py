@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.conftest import small_task
+from tests.conftest import kill_in_round, small_task
 
 from tinylarge.compress.contract import read_contract
 from tinylarge.compress.export import onnx_logits
@@ -125,18 +125,10 @@ def test_resume_reaches_the_same_result(
     tmp_path: Path, kd_run: tuple[dict[str, Any], Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     summary, _ = kd_run
-    original = KD.run_round
-
-    def stop_after_round_0(self: KD, rnd: int) -> Any:
-        if rnd == 1:
-            raise KeyboardInterrupt
-        return original(self, rnd)
-
     cfg = parse_config(kd_task())
-    monkeypatch.setattr(KD, "run_round", stop_after_round_0)
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(cfg, out=tmp_path / "run", progress=False)
-    monkeypatch.setattr(KD, "run_round", original)
+    kill_in_round(
+        monkeypatch, KD, 1, lambda: run_experiment(cfg, out=tmp_path / "run", progress=False)
+    )
     resumed = run_experiment(cfg, out=tmp_path / "run", resume=True, progress=False)
     drop = {"wall_time_s"}
     assert {k: v for k, v in resumed.items() if k not in drop} == {

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from tests.conftest import small_task
+from tests.conftest import kill_in_round, small_task
 
 from tinylarge.config import parse_config
 from tinylarge.data import load_dataset
@@ -238,17 +238,12 @@ def test_sl_resumes_after_a_kill_to_the_same_numbers(
 
     cfg = parse_config(small_task(scheme={"name": "sl", "options": {"compression": "fp16"}}))
     full = run_experiment(cfg, out=tmp_path / "full", progress=False)
-    original = SplitLearning.run_round
-
-    def dies_in_round_2(self: SplitLearning, rnd: int) -> Any:
-        if rnd == 2:
-            raise KeyboardInterrupt
-        return original(self, rnd)
-
-    monkeypatch.setattr(SplitLearning, "run_round", dies_in_round_2)
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(cfg, out=tmp_path / "killed", progress=False)
-    monkeypatch.setattr(SplitLearning, "run_round", original)
+    kill_in_round(
+        monkeypatch,
+        SplitLearning,
+        2,
+        lambda: run_experiment(cfg, out=tmp_path / "killed", progress=False),
+    )
     resumed = run_experiment(cfg, out=tmp_path / "killed", resume=True, progress=False)
     drop = {"wall_time_s"}
     assert {k: v for k, v in resumed.items() if k not in drop} == {

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.conftest import small_task
+from tests.conftest import kill_in_round, small_task
 
 from tinylarge.config import parse_config
 from tinylarge.errors import TinylargeError
@@ -77,18 +77,10 @@ def test_resume_after_a_kill_reaches_the_same_numbers(
     cfg = parse_config(small_task(scheme={"name": "fedadam"}))
     full = run_experiment(cfg, out=tmp_path / "full", progress=False)
 
-    original = FedAvg.run_round
-
-    def dies_in_round_2(self: FedAvg, rnd: int) -> Any:
-        if rnd == 2:
-            raise KeyboardInterrupt
-        return original(self, rnd)
-
-    monkeypatch.setattr(FedAvg, "run_round", dies_in_round_2)
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(cfg, out=tmp_path / "killed", progress=False)
+    kill_in_round(
+        monkeypatch, FedAvg, 2, lambda: run_experiment(cfg, out=tmp_path / "killed", progress=False)
+    )
     assert not (tmp_path / "killed" / "summary.json").exists()
-    monkeypatch.setattr(FedAvg, "run_round", original)
     resumed = run_experiment(cfg, out=tmp_path / "killed", resume=True, progress=False)
     assert strip(resumed) == strip(full)
 
@@ -101,17 +93,9 @@ def test_resume_accepts_a_run_started_before_a_new_optional_field(
     import yaml
 
     cfg = parse_config(small_task(training={"rounds": 3}))
-    original = FedAvg.run_round
-
-    def dies_in_round_2(self: FedAvg, rnd: int) -> Any:
-        if rnd == 2:
-            raise KeyboardInterrupt
-        return original(self, rnd)
-
-    monkeypatch.setattr(FedAvg, "run_round", dies_in_round_2)
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(cfg, out=tmp_path / "old", progress=False)
-    monkeypatch.setattr(FedAvg, "run_round", original)
+    kill_in_round(
+        monkeypatch, FedAvg, 2, lambda: run_experiment(cfg, out=tmp_path / "old", progress=False)
+    )
     path = tmp_path / "old" / "config.yaml"
     saved = yaml.safe_load(path.read_text())
     del saved["training"]["target_accuracy"]

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import small_task
+from tests.conftest import kill_in_round, small_task
 
 from tinylarge.config import ConfigError, parse_config
 from tinylarge.results.rundir import RunDir
@@ -104,17 +104,9 @@ def test_resume_before_and_after_the_target(
 ) -> None:
     cfg = config(TARGET)
     full = run_experiment(cfg, out=tmp_path / "full", progress=False)
-    original = FedAvg.run_round
-
-    def dies_in_round_1(self: FedAvg, rnd: int) -> Any:
-        if rnd == 1:
-            raise KeyboardInterrupt
-        return original(self, rnd)
-
-    monkeypatch.setattr(FedAvg, "run_round", dies_in_round_1)
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(cfg, out=tmp_path / "killed", progress=False)
-    monkeypatch.setattr(FedAvg, "run_round", original)
+    kill_in_round(
+        monkeypatch, FedAvg, 1, lambda: run_experiment(cfg, out=tmp_path / "killed", progress=False)
+    )
     resumed = run_experiment(cfg, out=tmp_path / "killed", resume=True, progress=False)
     assert strip(resumed) == strip(full)
 
