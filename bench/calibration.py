@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from compression import SETUPS, server_data, train_student, train_teacher
-from tinylarge.compress import predict_logits
+from tinylarge.compress.train import predict_logits
 from tinylarge.compress.export import export_onnx_int8, onnx_logits
 from tinylarge.data import load_dataset
 

@@ -39,7 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tinylarge.compress import KDConfig, TrainConfig, accuracy, predict_logits, train_model
+from tinylarge.compress.distill import KDConfig
+from tinylarge.compress.train import TrainConfig, accuracy, predict_logits, train_model
 from tinylarge.compress.export import onnx_logits
 from tinylarge.compress.fit_report import device_fit
 from tinylarge.compress.pipeline import artifact_accuracy, build_artifacts, stratified_fraction

@@ -24,9 +24,18 @@ class Registry(Generic[T]):
     False
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, load: Callable[[], None] | None = None) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        #: Called once, before the first lookup, to import the modules that register entries
+        #: (so a registry of heavy objects costs nothing until it is used).
+        self._load = load
+
+    def _loaded(self) -> dict[str, T]:
+        if self._load is not None:
+            load, self._load = self._load, None
+            load()
+        return self._items
 
     def add(self, name: str, item: T) -> None:
         if name in self._items:
@@ -43,22 +52,23 @@ class Registry(Generic[T]):
         return deco
 
     def __getitem__(self, name: str) -> T:
+        items = self._loaded()
         try:
-            return self._items[name]
+            return items[name]
         except KeyError:
-            raise UnknownNameError(self.kind, name, self._items) from None
+            raise UnknownNameError(self.kind, name, items) from None
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return name in self._loaded()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._items))
+        return iter(sorted(self._loaded()))
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._loaded())
 
     def names(self) -> list[str]:
-        return sorted(self._items)
+        return sorted(self._loaded())
 
     def items(self) -> list[tuple[str, T]]:
-        return sorted(self._items.items())
+        return sorted(self._loaded().items())

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from tinylarge.compress import TrainConfig, train_model
+from tinylarge.compress.train import TrainConfig, train_model
 from tinylarge.data import Dataset, load_dataset
 from tinylarge.models.zoo import build_model
 

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from tests.compress.conftest import Trained
 from torch import nn
 
-from tinylarge.compress import KDConfig, TrainConfig, accuracy, distill, predict_logits, train_model
+from tinylarge.compress import distill
+from tinylarge.compress.distill import KDConfig
+from tinylarge.compress.train import TrainConfig, accuracy, predict_logits, train_model
 from tinylarge.data import Dataset
 from tinylarge.errors import TinylargeError
 from tinylarge.models.zoo import build_model

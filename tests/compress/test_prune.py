@@ -8,7 +8,7 @@ import torch
 from tests.compress.conftest import Trained
 from torch import nn
 
-from tinylarge.compress import TrainConfig, accuracy, predict_logits, train_model
+from tinylarge.compress.train import TrainConfig, accuracy, predict_logits, train_model
 from tinylarge.compress.prune import (
     apply_masks,
     magnitude_masks,

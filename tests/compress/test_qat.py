@@ -9,7 +9,7 @@ import torch
 from tests.compress.conftest import Trained
 from torch import nn
 
-from tinylarge.compress import TrainConfig, accuracy, train_model
+from tinylarge.compress.train import TrainConfig, accuracy, train_model
 from tinylarge.compress.export import export_onnx_int8, onnx_logits
 from tinylarge.compress.qat import (
     QATLayer,

@@ -13,7 +13,7 @@ import pytest
 import torch
 from tests.compress.conftest import Trained
 
-from tinylarge.compress import TrainConfig, accuracy, train_model
+from tinylarge.compress.train import TrainConfig, accuracy, train_model
 from tinylarge.compress.export import export_onnx_int8, onnx_logits
 from tinylarge.compress.tflite import export_tflite_int8, litert_available, tflite_logits
 from tinylarge.data import Dataset

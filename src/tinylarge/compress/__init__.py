@@ -4,7 +4,8 @@ The server's large model makes a tiny one that really runs on a
 microcontroller (Vu et al., "Integration of TinyML and LargeML: A Survey of 6G
 and Beyond", https://arxiv.org/abs/2505.15854). One module per step:
 
-- :mod:`~tinylarge.compress.train`: the shared training loop (scratch, KD, fine-tuning).
+- :mod:`~tinylarge.compress.train`: compression's training calls, on the one loop of
+  :mod:`tinylarge.sim.training` (scratch, KD, fine-tuning).
 - :mod:`~tinylarge.compress.distill`: Hinton et al.'s distillation loss.
 - :mod:`~tinylarge.compress.prune`: magnitude and structured channel pruning.
 - :mod:`~tinylarge.compress.quantize`: the TFLite int8 scheme, ONNX Runtime static PTQ.
@@ -16,18 +17,6 @@ and Beyond", https://arxiv.org/abs/2505.15854). One module per step:
 - :mod:`~tinylarge.compress.validate`: layers an MCU int8 runtime cannot run; fixes.
 - :mod:`~tinylarge.compress.pipeline`: teacher -> student -> artifact, as the ``kd``
   scheme and the benchmark run it.
+
+Submodules are imported on use, so ``import tinylarge.compress`` stays light.
 """
-
-from __future__ import annotations
-
-from tinylarge.compress.distill import KDConfig, distillation_loss
-from tinylarge.compress.train import TrainConfig, accuracy, predict_logits, train_model
-
-__all__ = [
-    "KDConfig",
-    "TrainConfig",
-    "accuracy",
-    "distillation_loss",
-    "predict_logits",
-    "train_model",
-]

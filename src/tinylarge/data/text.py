@@ -14,18 +14,25 @@
   group of its own), a natural non-IID partition.
 
 Labels are indexed in sorted order of the intent names (``oos`` last).
+
+Tiny (zoo) models read a text as hashed bag-of-words features, the hashing
+trick of Weinberger et al. (ICML 2009, https://arxiv.org/abs/0902.2206):
+:func:`hashed_bag_of_words`, :func:`text_features_dataset`.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tinylarge.data.dataset import TEXT_DATASETS, PathArg, TextDataset
+from tinylarge.data.dataset import TEXT_DATASETS, Dataset, PathArg, TextDataset
 from tinylarge.data.paths import DataFile, find_file
 from tinylarge.data.splits import stratified_split
 from tinylarge.errors import TinylargeError
@@ -172,4 +179,52 @@ def load_clinc150(*, data_dir: PathArg | None = None, seed: int = 0) -> TextData
         label_names=names,
         groups_train=groups,
         group_names=domain_names,
+    )
+
+
+# -- the numeric view tiny models train on ----------------------------------------------------
+#: Width of the hashed bag-of-words features of text datasets (tiny models' input).
+TEXT_HASH_FEATURES = 512
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def hashed_bag_of_words(texts: Sequence[str], *, num_features: int) -> np.ndarray:
+    """Hashed unigram + bigram counts, ``log1p``-scaled and L2-normalized, float32 ``(n, F)``.
+
+    The bucket of a term is ``crc32(term) % num_features`` (stable across
+    processes, unlike Python's ``hash``), so a microcontroller can compute the
+    same features from the text.
+
+    >>> x = hashed_bag_of_words(["open port 80", "open port 80"], num_features=64)
+    >>> x.shape, bool((x[0] == x[1]).all()), round(float((x[0] ** 2).sum()), 5)
+    ((2, 64), True, 1.0)
+    """
+    if num_features < 1:
+        raise TinylargeError(f"num_features must be >= 1, got {num_features}")
+    out = np.zeros((len(texts), num_features), dtype=np.float32)
+    for row, text in enumerate(texts):
+        words = _WORD.findall(text.lower())
+        terms = words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
+        for term in terms:
+            out[row, zlib.crc32(term.encode()) % num_features] += 1.0
+    scaled: np.ndarray = np.log1p(out)
+    norms = np.linalg.norm(scaled, axis=1, keepdims=True)
+    scaled /= np.where(norms > 0, norms, 1.0)
+    return scaled
+
+
+def text_features_dataset(text: TextDataset, *, num_features: int = TEXT_HASH_FEATURES) -> Dataset:
+    """The numeric view of a text dataset that tiny (zoo) models train on."""
+    return Dataset(
+        name=text.name,
+        x_train=hashed_bag_of_words(text.texts_train, num_features=num_features),
+        y_train=text.y_train,
+        x_test=hashed_bag_of_words(text.texts_test, num_features=num_features),
+        y_test=text.y_test,
+        num_classes=text.num_classes,
+        input_shape=(num_features,),
+        label_names=text.label_names,
+        preprocessing={"kind": "hashed-bow", "num_features": num_features, "ngrams": [1, 2]},
+        groups_train=text.groups_train,
+        group_names=text.group_names,
     )

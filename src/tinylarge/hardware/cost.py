@@ -29,6 +29,7 @@ All functions are pure.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -183,3 +184,69 @@ def macs_cost(
     op_class = _check_op(op)
     latency = macs / (device.macs_per_s(chosen) * device.op_efficiency[op_class])
     return ComputeCost(macs=macs, latency_s=latency, energy_j=latency * device.active_power_w)
+
+
+# -- what ran, for the context to price ---------------------------------------------------------
+@dataclass(frozen=True)
+class Train:
+    """Training ``profile`` on ``samples`` examples (see :func:`training_cost`)."""
+
+    profile: ModelProfile
+    samples: int
+    backward_factor: float = 2.0
+
+
+@dataclass(frozen=True)
+class Infer:
+    """``calls`` forward passes of ``batch`` inputs each (see :func:`inference_cost`).
+
+    ``dtype`` ``None`` runs at the profile's own dtype.
+    """
+
+    profile: ModelProfile
+    batch: int = 1
+    calls: int = 1
+    dtype: Literal["int8", "fp32"] | None = None
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    """``values`` element-wise fp32 operations (averaging updates, summing logits)."""
+
+    values: int
+
+
+#: One piece of work a scheme reports; the context prices it on the node that ran it.
+Work = Train | Infer | Elementwise
+
+
+def work_cost(work: Work, device: DeviceProfile) -> ComputeCost:
+    """Seconds, joules and MACs of one piece of ``work`` on ``device``."""
+    if isinstance(work, Train):
+        return training_cost(
+            work.profile, device, samples=work.samples, backward_factor=work.backward_factor
+        )
+    if isinstance(work, Infer):
+        if work.calls < 0:
+            raise TinylargeError(f"calls must be >= 0, got {work.calls}")
+        one = inference_cost(work.profile, device, dtype=work.dtype, batch=work.batch)
+        if work.calls == 1:
+            return one
+        return ComputeCost(
+            one.macs * work.calls, one.latency_s * work.calls, one.energy_j * work.calls
+        )
+    return macs_cost(work.values, device, dtype="fp32", op="elementwise")
+
+
+def total_cost(works: Work | Sequence[Work], device: DeviceProfile) -> ComputeCost:
+    """The summed cost of one piece of work or several on ``device``."""
+    if not isinstance(works, Sequence):
+        return work_cost(works, device)
+    costs = [work_cost(w, device) for w in works]
+    if len(costs) == 1:
+        return costs[0]
+    return ComputeCost(
+        macs=sum(c.macs for c in costs),
+        latency_s=math.fsum(c.latency_s for c in costs),
+        energy_j=math.fsum(c.energy_j for c in costs),
+    )

@@ -1,9 +1,11 @@
-"""Collaborative inference: tiny-to-large cascade, early exits and split inference.
+"""The math of collaborative inference: tiny-to-large cascade, early exits, split inference.
 
 At inference time TinyML and LargeML serve together (Vu et al., "Integration
 of TinyML and LargeML: A Survey of 6G and Beyond", https://arxiv.org/abs/2505.15854):
 the device answers what it can and offloads the rest to a large model at the
-edge or in the cloud, or runs the first layers and sends activations.
+edge or in the cloud, or runs the first layers and sends activations. This
+package holds the pure math; the schemes that run it are in
+:mod:`tinylarge.schemes` (``cascade``, ``early-exit``, ``split-inference``).
 
 | module | what |
 |---|---|
@@ -14,15 +16,6 @@ edge or in the cloud, or runs the first layers and sends activations.
 | ``early_exit`` | BranchyNet/DDNN multi-exit networks and their tier placement |
 | ``split`` | Neurosurgeon/DADS partition planner over a model's operator graph |
 | ``mincut`` | the max-flow/min-cut behind it |
-| ``planner`` | ``tinylarge plan`` for ``split-inference`` |
-| ``training`` | server-side training and prediction tasks for the backends |
-| ``serving``, ``exits`` | the round loop shared by the three modes (schemes ``cascade``, |
-|  | ``early-exit``, ``split-inference``) |
 
 See docs/collaborative_inference.md.
 """
-
-# The mode base classes subclass tinylarge.schemes.base.Scheme and the scheme
-# modules import this package: load the scheme package first so either import
-# order resolves.
-import tinylarge.schemes  # noqa: F401

@@ -40,13 +40,11 @@ from torch import nn
 from tinylarge.errors import TinylargeError
 from tinylarge.hardware.catalogue import DeviceProfile
 from tinylarge.hardware.cost import inference_cost
-from tinylarge.inference.paths import ExitPath, Leg, Step
+from tinylarge.inference.paths import TIERS, ExitPath, Leg, Step, Tier
 from tinylarge.models.profile import ModelProfile
 from tinylarge.models.profiler import profile_model
 from tinylarge.registry import Registry
 
-Tier = Literal["device", "edge", "cloud"]
-TIERS: tuple[Tier, ...] = ("device", "edge", "cloud")
 FP32_BYTES = 4
 
 Stages = tuple[list[nn.Module], list[nn.Module]]

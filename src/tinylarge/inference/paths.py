@@ -35,6 +35,9 @@ from numpy.typing import NDArray
 from tinylarge.hardware.cost import ComputeCost
 from tinylarge.network.link import Link, TransferResult
 
+#: Where a stage of a model runs: on the device, the edge server or the cloud (DDNN's tiers).
+Tier = Literal["device", "edge", "cloud"]
+TIERS: tuple[Tier, ...] = ("device", "edge", "cloud")
 Leg = Literal["device", "uplink", "edge", "backhaul_up", "cloud", "backhaul_down", "downlink"]
 #: The legs of a path, in the order a sample can visit them.
 LEGS: tuple[Leg, ...] = (

@@ -82,7 +82,7 @@ def assemble_profile(
     weight_bytes: int,
     flash_bytes: int,
     train_batch_size: int = 1,
-    optimizer: str = "sgd-momentum",
+    optimizer: str = "momentum",
     extra: Mapping[str, Any] | None = None,
 ) -> ModelProfile:
     """Memory-plan a costed graph and return its profile.

@@ -26,7 +26,7 @@ from tinylarge.registry import Registry
 #: Optimizer state in copies of the weights (SGD none, momentum one buffer, Adam two moments).
 OPTIMIZER_STATE_COPIES: Registry[int] = Registry("optimizer")
 OPTIMIZER_STATE_COPIES.add("sgd", 0)
-OPTIMIZER_STATE_COPIES.add("sgd-momentum", 1)
+OPTIMIZER_STATE_COPIES.add("momentum", 1)
 OPTIMIZER_STATE_COPIES.add("adam", 2)
 
 
@@ -235,7 +235,7 @@ def training_memory_bytes(
             pass at batch 1 (the outputs of every operator is the usual bound).
         input_elements: elements of one input sample.
         batch_size: training batch size.
-        optimizer: ``"sgd"`` (no state), ``"sgd-momentum"`` (one copy of the
+        optimizer: ``"sgd"`` (no state), ``"momentum"`` (SGD with momentum: one copy of the
             weights) or ``"adam"`` (two copies).
     """
     if batch_size < 1:

@@ -244,7 +244,7 @@ def profile_model(
     name: str = "model",
     dtype: Literal["fp32", "int8"] = "fp32",
     train_batch_size: int = 1,
-    optimizer: str = "sgd-momentum",
+    optimizer: str = "momentum",
 ) -> ModelProfile:
     """Profile ``module`` on inputs of ``input_shape`` (no batch dimension).
 
@@ -254,7 +254,7 @@ def profile_model(
         name: name recorded in the profile.
         dtype: ``"fp32"`` or ``"int8"``: bytes of activations and weights.
         train_batch_size: batch size of ``train_memory_bytes``.
-        optimizer: ``"sgd"``, ``"sgd-momentum"`` or ``"adam"`` (state of 0,
+        optimizer: ``"sgd"``, ``"momentum"`` or ``"adam"`` (state of 0,
             1 or 2 copies of the weights in ``train_memory_bytes``).
     """
     if dtype not in DTYPE_BYTES:

@@ -39,20 +39,20 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
-
-import torch
-from torch import nn
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from tinylarge.errors import TinylargeError
 from tinylarge.registry import Registry
 
-Builder = Callable[..., nn.Module]
+if TYPE_CHECKING:  # the zoo's names load without PyTorch; builders import it when called
+    from torch import nn
+
+Builder = Callable[..., "nn.Module"]
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ZooEntry:
     """A zoo entry.
 
     Attributes:
@@ -72,14 +72,14 @@ class ModelSpec:
 
 
 #: The zoo, by name.
-MODELS: Registry[ModelSpec] = Registry("model")
+MODELS: Registry[ZooEntry] = Registry("model")
 
 
 def _register(
     name: str, *, tier: Literal["tiny", "large"], description: str, default: tuple[int, ...]
 ) -> Callable[[Builder], Builder]:
     def deco(builder: Builder) -> Builder:
-        MODELS.add(name, ModelSpec(name, tier, description, default, builder))
+        MODELS.add(name, ZooEntry(name, tier, description, default, builder))
         return builder
 
     return deco
@@ -88,6 +88,27 @@ def _register(
 def model_names() -> list[str]:
     """Sorted names of the zoo models."""
     return MODELS.names()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build one zoo model: name, input shape (no batch), classes and builder options.
+
+    Plain data (picklable), so a backend task can carry it and build the model where it runs.
+
+    >>> ModelSpec("mlp", (1, 8, 8), 10, {"hidden": 16}).build()[1]
+    Linear(in_features=64, out_features=16, bias=True)
+    """
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> nn.Module:
+        return build_model(
+            self.name, input_shape=self.input_shape, num_classes=self.num_classes, **self.options
+        )
 
 
 def build_model(
@@ -135,17 +156,6 @@ def _positive(name: str, **values: int) -> None:
             raise TinylargeError(f"model {name!r}: {key} must be >= 1, got {value}")
 
 
-class Unsqueeze(nn.Module):
-    """Insert a dimension of size 1 (tabular ``(N, F)`` -> ``(N, 1, F)``)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unsqueeze(self.dim)
-
-
 @_register(
     "mlp",
     tier="tiny",
@@ -156,6 +166,8 @@ def build_mlp(
     *, input_shape: tuple[int, ...], num_classes: int, hidden: int | Sequence[int] = 64
 ) -> nn.Module:
     """Multi-layer perceptron over the flattened input; ``hidden``: width(s) of hidden layers."""
+    from torch import nn
+
     sizes = [int(hidden)] if isinstance(hidden, int) else [int(h) for h in hidden]
     _positive("mlp", **{f"hidden[{i}]": h for i, h in enumerate(sizes)})
     layers: list[nn.Module] = [nn.Flatten()]
@@ -175,6 +187,8 @@ def build_mlp(
 )
 def build_cnn_tiny(*, input_shape: tuple[int, ...], num_classes: int, width: int = 16) -> nn.Module:
     """Small image CNN: ``width`` then ``2 * width`` channels, 2x2 pooling after each conv."""
+    from torch import nn
+
     _expect_rank("cnn-tiny", input_shape, (3,), "(C, H, W)")
     _positive("cnn-tiny", width=width)
     channels, height, wide = input_shape
@@ -196,6 +210,8 @@ def build_cnn_tiny(*, input_shape: tuple[int, ...], num_classes: int, width: int
 def _conv_bn_relu(
     cin: int, cout: int, kernel: int | tuple[int, int], **conv: Any
 ) -> list[nn.Module]:
+    from torch import nn
+
     return [nn.Conv2d(cin, cout, kernel, bias=False, **conv), nn.BatchNorm2d(cout), nn.ReLU()]
 
 
@@ -215,6 +231,8 @@ def build_ds_cnn(
     *, input_shape: tuple[int, ...], num_classes: int, width: int = 64, blocks: int = 4
 ) -> nn.Module:
     """DS-CNN: a 10x4 stride-2 conv, ``blocks`` depthwise-separable blocks, average pool."""
+    from torch import nn
+
     _expect_rank("ds-cnn", input_shape, (3,), "(C, T, n_mfcc)")
     _positive("ds-cnn", width=width, blocks=blocks)
     channels, frames, coeffs = input_shape
@@ -240,6 +258,10 @@ def build_ds_cnn(
 )
 def build_cnn1d(*, input_shape: tuple[int, ...], num_classes: int, width: int = 16) -> nn.Module:
     """Two 1-D convs (``width``, ``2 * width`` channels), max-pool, global average pool."""
+    from torch import nn
+
+    from tinylarge.models.layers import Unsqueeze
+
     _expect_rank("cnn1d", input_shape, (1, 2), "(F,) or (C, L)")
     _positive("cnn1d", width=width)
     channels, length = (1, input_shape[0]) if len(input_shape) == 1 else input_shape
@@ -276,6 +298,8 @@ def build_cnn_mcmahan(
     in the loss). With the defaults at ``(1, 28, 28)`` and 10 classes it has
     the paper's 1,663,370 parameters.
     """
+    from torch import nn
+
     _expect_rank("cnn-mcmahan", input_shape, (3,), "(C, H, W)")
     _positive("cnn-mcmahan", width=width, hidden=hidden)
     channels, height, wide = input_shape
@@ -306,6 +330,8 @@ def build_cnn_large(
     *, input_shape: tuple[int, ...], num_classes: int, width: int = 32
 ) -> nn.Module:
     """Wider, deeper CNN: stages of ``width``, ``2 * width``, ``4 * width`` channels."""
+    from torch import nn
+
     _expect_rank("cnn-large", input_shape, (3,), "(C, H, W)")
     _positive("cnn-large", width=width)
     cin, height, wide = input_shape
@@ -322,30 +348,6 @@ def build_cnn_large(
     return nn.Sequential(*layers)
 
 
-class BasicBlock(nn.Module):
-    """Two 3x3 conv + BN with an identity (or 1x1 conv) skip connection."""
-
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut: nn.Module = (
-            nn.Identity()
-            if stride == 1 and cin == cout
-            else nn.Conv2d(cin, cout, 1, stride=stride, bias=True)
-        )
-        self.relu2 = nn.ReLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
-        out = out + self.shortcut(x)
-        result: torch.Tensor = self.relu2(out)
-        return result
-
-
 @_register(
     "resnet-small",
     tier="large",
@@ -356,6 +358,10 @@ def build_resnet_small(
     *, input_shape: tuple[int, ...], num_classes: int, width: int = 16
 ) -> nn.Module:
     """ResNet-8: stem conv, stacks of ``width``, ``2 * width``, ``4 * width`` channels."""
+    from torch import nn
+
+    from tinylarge.models.layers import BasicBlock
+
     _expect_rank("resnet-small", input_shape, (3,), "(C, H, W)")
     _positive("resnet-small", width=width)
     channels = input_shape[0]

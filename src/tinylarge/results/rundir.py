@@ -5,7 +5,8 @@ Layout::
     config.yaml      the resolved config (every default filled in)
     metrics.csv      one row per round
     ledger.csv       every billed event
-    checkpoint.pkl   state after the last completed round (atomic replace)
+    checkpoint.npz   state after the last completed round (atomic replace): arrays and
+                     JSON only, read without unpickling (:mod:`tinylarge.results.checkpoint`)
     summary.json     written last: its presence means the run completed
 
 A run that stops early has no summary.json and can be continued with
@@ -17,7 +18,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import yaml
 from tinylarge.config import ExperimentConfig, load_config
 from tinylarge.errors import TinylargeError
 from tinylarge.jsonutil import dumps
+from tinylarge.results import checkpoint
 from tinylarge.sim.ledger import FIELDS, Event, Ledger
 
 METRIC_FIELDS = (
@@ -39,6 +40,7 @@ METRIC_FIELDS = (
     "clock_s",
     "participants",
     "dropped",
+    "dropped_reasons",
     "bytes_up",
     "bytes_down",
     "device_energy_j",
@@ -71,6 +73,11 @@ class RunDir:
 
     @property
     def checkpoint_path(self) -> Path:
+        return self.path / "checkpoint.npz"
+
+    @property
+    def legacy_checkpoint_path(self) -> Path:
+        """Where tinylarge 0.1 kept a pickled checkpoint: never read."""
         return self.path / "checkpoint.pkl"
 
     @property
@@ -91,8 +98,14 @@ class RunDir:
 
     def check_resumable(self, config: ExperimentConfig) -> None:
         if not self.checkpoint_path.is_file():
+            if self.legacy_checkpoint_path.is_file():
+                raise TinylargeError(
+                    f"cannot resume {str(self.path)!r}: its checkpoint.pkl is a pickle (from "
+                    "tinylarge 0.1), and pickles are never loaded because they can run code; "
+                    "start the run again in a new directory"
+                )
             raise TinylargeError(
-                f"cannot resume: {str(self.path)!r} has no checkpoint.pkl "
+                f"cannot resume: {str(self.path)!r} has no checkpoint.npz "
                 "(run without --resume to start it)"
             )
         # re-validated, so a field added since the run was started compares by its default
@@ -122,11 +135,13 @@ class RunDir:
                 writer.writerow([getattr(e, f) for f in FIELDS])
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        _atomic_write(self.checkpoint_path, pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+        _atomic_write(self.checkpoint_path, checkpoint.to_bytes(state))
 
     # -- resume ------------------------------------------------------------
     def load_checkpoint(self) -> dict[str, Any]:
-        state: dict[str, Any] = pickle.loads(self.checkpoint_path.read_bytes())
+        state = checkpoint.load(self.checkpoint_path)
+        if not isinstance(state, dict):
+            raise TinylargeError(f"{self.checkpoint_path} does not hold a run's state")
         return state
 
     def read_metrics(self, *, upto_round: int | None = None) -> list[dict[str, Any]]:

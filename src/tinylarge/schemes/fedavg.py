@@ -2,48 +2,46 @@
 
 McMahan et al., "Communication-Efficient Learning of Deep Networks from
 Decentralized Data", AISTATS 2017, https://arxiv.org/abs/1602.05629
+
+:class:`FedAvgFamily` is the round every member shares (broadcast the global
+model, local training, upload, aggregation); FedProx changes the local
+objective, FedAdam and FedYogi the server's step.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
-from tinylarge.schemes.base import RoundReport, Scheme, register_scheme
-from tinylarge.sim.client import FitResult, Weights, get_weights
+from tinylarge.hardware.cost import Train
+from tinylarge.models.weights import Weights, get_weights, nbytes
+from tinylarge.schemes.base import Scheme, register_scheme
+from tinylarge.schemes.options import NoOptions, SchemeOptions
+from tinylarge.sim.aggregation import Update
+from tinylarge.sim.backends import fit_many
+from tinylarge.sim.rounds import RoundReport
+from tinylarge.sim.training import FitTask
+
+O = TypeVar("O", bound=SchemeOptions)
 
 
-def weighted_average(results: list[FitResult]) -> Weights:
-    """Per-tensor average of client weights, weighted by their sample counts.
+class FedAvgFamily(Scheme[O]):
+    """Federated averaging of a shared model across the devices that can train it."""
 
-    Integer buffers (e.g. BatchNorm's ``num_batches_tracked``) take the maximum.
-    """
-    total = sum(r.num_samples for r in results)
-    out: Weights = []
-    for tensors in zip(*(r.weights for r in results), strict=True):
-        if np.issubdtype(tensors[0].dtype, np.integer):
-            out.append(np.max(np.stack(tensors), axis=0))
-            continue
-        acc = np.zeros_like(tensors[0], dtype=np.float64)
-        for r, t in zip(results, tensors, strict=True):
-            acc += (r.num_samples / total) * t.astype(np.float64)
-        out.append(acc.astype(tensors[0].dtype))
-    return out
-
-
-@register_scheme
-class FedAvg(Scheme):
-    """Federated averaging of a shared model across the eligible devices."""
-
-    name = "fedavg"
+    #: The local objective (:data:`tinylarge.sim.training.TRAINERS`).
     trainer = "erm"
 
     def setup(self) -> None:
-        self.ctx.require_trainable_devices()
-        torch.manual_seed(self.ctx.seed)
-        self.weights: Weights = get_weights(self.ctx.spec.build())
+        ctx = self.ctx
+        self.pool = ctx.admit(
+            {c.id: ctx.training_fit(ctx.spec, c.profile) for c in ctx.clients},
+            what=f"train model {ctx.config.model.name!r}",
+            hint="choose a smaller model or a scheme for constrained devices (sl, fsl)",
+        )
+        torch.manual_seed(ctx.seed)
+        self.weights: Weights = get_weights(ctx.spec.build())
 
     def trainer_options(self) -> dict[str, float]:
         return {}
@@ -53,18 +51,37 @@ class FedAvg(Scheme):
         return averaged
 
     def run_round(self, rnd: int) -> RoundReport:
-        out = self.ctx.federated_round(
-            rnd, self.weights, trainer=self.trainer, trainer_options=self.trainer_options()
-        )
-        if out.results:
-            self.weights = self.server_update(rnd, weighted_average(out.results))
-        losses = [r.loss for r in out.results]
-        return RoundReport(
-            latency_s=out.latency_s,
-            participants=len(out.participants),
-            dropped=out.dropped,
-            train_loss=float(np.mean(losses)) if losses else None,
-        )
+        ctx = self.ctx
+        rd = ctx.round(rnd, self.pool)
+        size = nbytes(self.weights)
+        active = rd.download({c.id: [("weights", size)] for c in rd.participants})
+        tasks = [
+            FitTask(
+                client=c.id,
+                round=rnd,
+                seed=ctx.task_seed(rnd, c.id),
+                spec=ctx.spec,
+                weights=self.weights,
+                indices=c.indices,
+                settings=ctx.settings,
+                trainer=self.trainer,
+                trainer_options=self.trainer_options(),
+            )
+            for c in active
+        ]
+        results = {r.client: r for r in fit_many(ctx.backend, tasks)}
+        for c in active:
+            samples = results[c.id].num_samples * ctx.settings.epochs
+            rd.compute(c, Train(ctx.model_profile, samples), what="local-train")
+        kept = rd.upload({cid: [("weights", nbytes(r.weights))] for cid, r in results.items()})
+        updates = [
+            Update.full(c.id, results[c.id].weights, results[c.id].num_samples) for c in kept
+        ]
+        if updates:
+            averaged = rd.aggregate(updates, base=self.weights)
+            self.weights = self.server_update(rnd, averaged)
+        losses = [results[c.id].loss for c in kept]
+        return rd.report(train_loss=float(np.mean(losses)) if losses else None)
 
     def evaluate(self) -> dict[str, float | None]:
         acc, loss = self.ctx.evaluate(self.weights)
@@ -75,3 +92,10 @@ class FedAvg(Scheme):
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.weights = state["weights"]
+
+
+@register_scheme
+class FedAvg(FedAvgFamily[NoOptions]):
+    """FedAvg (McMahan et al. 2017)."""
+
+    name = "fedavg"

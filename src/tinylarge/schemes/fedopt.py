@@ -7,24 +7,14 @@ Optimization", ICLR 2021, https://arxiv.org/abs/2003.00295 (Algorithm 2).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
+from tinylarge.models.weights import Weights
 from tinylarge.schemes.base import register_scheme
-from tinylarge.schemes.fedavg import FedAvg
-from tinylarge.sim.client import Weights
-
-
-class FedOptOptions(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    #: Server learning rate (eta).
-    server_lr: Annotated[float, Field(gt=0)] = 0.03
-    beta1: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    beta2: Annotated[float, Field(ge=0, lt=1)] = 0.99
-    #: Adaptivity (tau): larger is closer to FedAvg with momentum.
-    tau: Annotated[float, Field(gt=0)] = 1e-3
+from tinylarge.schemes.fedavg import FedAvgFamily
+from tinylarge.schemes.options.federated import FedOptOptions
 
 
 def adam_second_moment(v: np.ndarray, delta: np.ndarray, beta2: float) -> np.ndarray:
@@ -38,10 +28,8 @@ def yogi_second_moment(v: np.ndarray, delta: np.ndarray, beta2: float) -> np.nda
     return out
 
 
-class FedOpt(FedAvg):
+class FedOpt(FedAvgFamily[FedOptOptions]):
     """FedAvg whose server step is an adaptive optimizer; subclasses pick the moment rule."""
-
-    Options = FedOptOptions
 
     @staticmethod
     def second_moment(v: np.ndarray, delta: np.ndarray, beta2: float) -> np.ndarray:
@@ -50,16 +38,10 @@ class FedOpt(FedAvg):
     def setup(self) -> None:
         super().setup()
         self.m = [np.zeros_like(w, dtype=np.float64) for w in self.weights]
-        self.v = [np.full_like(w, self._tau**2, dtype=np.float64) for w in self.weights]
-
-    @property
-    def _tau(self) -> float:
-        assert isinstance(self.options, FedOptOptions)
-        return self.options.tau
+        self.v = [np.full_like(w, self.options.tau**2, dtype=np.float64) for w in self.weights]
 
     def server_update(self, rnd: int, averaged: Weights) -> Weights:
         o = self.options
-        assert isinstance(o, FedOptOptions)
         new: Weights = []
         for i, (w, a) in enumerate(zip(self.weights, averaged, strict=True)):
             if not np.issubdtype(w.dtype, np.floating):

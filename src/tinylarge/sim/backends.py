@@ -3,7 +3,7 @@
 Algorithms never know which backend runs them. A backend maps a module-level
 function ``fn(task, x_train, y_train) -> result`` over a list of tasks and
 returns the results in the same order; ``fit_many`` is that map over
-:func:`~tinylarge.sim.client.fit`. Schemes with other client-side work (split
+:func:`~tinylarge.sim.training.fit`. Schemes with other client-side work (split
 learning, distillation, ...) pass their own module-level function. The
 sequential backend is the reference; Ray must give the same results, so a task
 function must be deterministic given its task (seed it from the task).
@@ -19,7 +19,7 @@ import numpy as np
 
 from tinylarge.errors import TinylargeError
 from tinylarge.registry import Registry
-from tinylarge.sim.client import FitResult, FitTask, fit
+from tinylarge.sim.training import FitResult, FitTask, fit
 
 T = TypeVar("T")
 R = TypeVar("R")

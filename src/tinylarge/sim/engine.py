@@ -24,16 +24,24 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tinylarge.config import ExperimentConfig
 from tinylarge.results.rundir import RunDir
-from tinylarge.schemes import SCHEMES
-from tinylarge.schemes.base import Scheme
+from tinylarge.schemes.base import SCHEMES, Scheme
+from tinylarge.schemes.options import scheme_options
 from tinylarge.sim.context import Context
 from tinylarge.sim.ledger import Ledger
 
 
-def build_scheme(ctx: Context) -> Scheme:
-    cls = SCHEMES[ctx.config.scheme.name]
-    options = cls.Options.model_validate(ctx.config.scheme.options)
-    return cls(ctx, options)
+def build_scheme(ctx: Context) -> Scheme[Any]:
+    """The configured scheme on ``ctx``, its options validated (and its refusals raised)."""
+    options = scheme_options(ctx.config)
+    return SCHEMES[ctx.config.scheme.name](ctx, options)
+
+
+def dropped_reasons(dropped: dict[int, str]) -> str:
+    """``"dropout:2 outage:1"``: how many participants left a round, by reason."""
+    counts: dict[str, int] = {}
+    for reason in dropped.values():
+        counts[reason] = counts.get(reason, 0) + 1
+    return " ".join(f"{r}:{n}" for r, n in sorted(counts.items()))
 
 
 def rounds_to_target(rows: list[dict[str, Any]], target: float | None) -> int | None:
@@ -49,7 +57,7 @@ def rounds_to_target(rows: list[dict[str, Any]], target: float | None) -> int | 
 
 def summarize(
     ctx: Context,
-    scheme: Scheme,
+    scheme: Scheme[Any],
     rows: list[dict[str, Any]],
     ledger: Ledger,
     *,
@@ -58,11 +66,6 @@ def summarize(
     """summary.json: every key of DESIGN section 4, derived from the ledger and metrics."""
     cfg = ctx.config
     last = rows[-1] if rows else {}
-    excluded: dict[str, dict[str, Any]] = {}
-    for c in ctx.clients:
-        if not c.fit.fits:
-            entry = excluded.setdefault(c.profile.id, {"count": 0, "reason": c.fit.reason})
-            entry["count"] += 1
     prof = ctx.model_profile
     summary: dict[str, Any] = {
         "scheme": cfg.scheme.name,
@@ -82,8 +85,7 @@ def summarize(
         "server_energy_j": ledger.total("joules", side="server"),
         "bytes_up": ledger.bytes_up(),
         "bytes_down": ledger.bytes_down(),
-        "fits": {pid: v["fits"] for pid, v in ctx.fits_by_profile().items()},
-        "excluded": excluded,
+        **ctx.fits_summary(),
         "num_devices": len(ctx.clients),
         "peak_sram_bytes": prof.peak_sram_bytes,
         "flash_bytes": prof.flash_bytes,
@@ -181,6 +183,7 @@ def run_experiment(
                     "clock_s": clock,
                     "participants": report.participants,
                     "dropped": len(report.dropped),
+                    "dropped_reasons": dropped_reasons(report.dropped),
                     "bytes_up": this_round.bytes_up(),
                     "bytes_down": this_round.bytes_down(),
                     "device_energy_j": this_round.device_energy_j(),

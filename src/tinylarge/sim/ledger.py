@@ -36,6 +36,9 @@ class Event:
         bytes: payload bytes of a transfer (0 for computations).
         seconds: simulated duration in seconds.
         joules: energy in joules drawn by ``node`` (radio energy for transfers).
+        at_s: when it started, in simulated seconds from the start of its round (the
+            round clock of :mod:`tinylarge.sim.rounds`); events a round aggregates (the
+            requests an inference mode serves) are laid end to end from their first start.
     """
 
     round: int
@@ -49,14 +52,26 @@ class Event:
     macs: int = 0
     bytes: int = 0
     link: str = ""
+    at_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"event kind {self.kind!r} is not one of {KINDS}")
         if self.side not in ("device", "server"):
             raise ValueError(f"event side {self.side!r} is not 'device' or 'server'")
-        if self.macs < 0 or self.bytes < 0 or self.joules < 0 or not self.seconds >= 0:
+        if (
+            self.macs < 0
+            or self.bytes < 0
+            or self.joules < 0
+            or not self.seconds >= 0
+            or not self.at_s >= 0
+        ):
             raise ValueError(f"event with negative cost: {self}")
+
+    @property
+    def end_s(self) -> float:
+        """When it ended on its round's clock."""
+        return self.at_s + self.seconds
 
 
 FIELDS = tuple(f.name for f in fields(Event))
@@ -173,6 +188,7 @@ class Ledger:
                         macs=int(row["macs"]),
                         bytes=int(row["bytes"]),
                         link=row["link"],
+                        at_s=float(row.get("at_s") or 0.0),  # ledgers before the round clock
                     )
                 )
         return cls(events)

@@ -1,0 +1,442 @@
+"""The round clock: one home for what happens in a round and when.
+
+Every scheme with rounds or requests runs them through a :class:`Round`, so a
+config field means the same thing in every scheme:
+
+- ``training.fraction`` and ``training.min_clients``: :func:`sample` picks the
+  round's participants from the devices a scheme admitted, deterministically
+  in (seed, round).
+- Each participant has its own clock, in seconds from the start of the round's
+  device phase. A download, a computation or an upload advances it by what the
+  context prices. Devices on the same link preset transferring in the same
+  call share its cell equally (``1/k`` of the bandwidth each).
+- ``engine.fading``, ``engine.shadowing``: a device's link is block-faded over
+  the round, one draw per direction (:meth:`tinylarge.sim.context.Context.transfer`).
+  A transfer in outage sends nothing and bills nothing: the device drops out of
+  the round (``"outage"``).
+- ``engine.dropout_prob``: after its downloads a participant drops out with
+  this probability (``"dropout"``; one draw per participant and round).
+- ``engine.deadline_s``: a participant whose results arrive later than this many
+  seconds after the device phase began is a straggler (``"straggler"``): its
+  work is billed, its results are discarded, and the device phase ends at the
+  deadline. In turn-based rounds (split learning) a device whose turn would
+  start after the deadline does not get one.
+- Server time: work the server does before the device phase (pre-training, a
+  teacher, calibration) comes first, work after it (aggregation, server-side
+  training) last. The round's latency is pre + device phase + post.
+
+The device phase ends when the last participant still in the round is done (or
+at the deadline if a straggler was cut). Dropped devices do not hold it up.
+
+Every event is billed to the ledger with its start on this clock (``at_s``), so
+a round's latency can be re-derived from its events; tests do exactly that.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from tinylarge.hardware.catalogue import DeviceProfile
+from tinylarge.hardware.cost import Elementwise, Work
+from tinylarge.models.weights import Weights
+from tinylarge.network.cell import equal_shares
+from tinylarge.sim.aggregation import AGGREGATORS, Update
+
+if TYPE_CHECKING:
+    from tinylarge.sim.context import Client, Context
+
+#: Messages to one device: ``(what, bytes)`` in the order they are sent.
+Payload = Sequence[tuple[str, int]]
+#: Why a participant left the round.
+Reason = Literal["outage", "dropout", "straggler"]
+#: A message stream of split learning: ``(direction, what)``.
+Stream = tuple[str, str]
+
+_DROPOUT_STREAM = 4
+#: Ledger node of each server-side compute leg of an inference request.
+SERVER_NODES = {"edge": "server", "cloud": "cloud"}
+
+
+@dataclass
+class RoundReport:
+    """What a round did on the clock: its latency, who took part and who dropped, and why."""
+
+    latency_s: float
+    participants: int
+    dropped: dict[int, str] = field(default_factory=dict)
+    train_loss: float | None = None
+
+
+def sample(ctx: Context, rnd: int, pool: Sequence[Client]) -> list[Client]:
+    """``training.fraction`` of ``pool`` (at least ``training.min_clients``), in pool order.
+
+    Deterministic in (seed, round): resuming a run samples the same devices.
+    """
+    t = ctx.config.training
+    k = min(len(pool), max(t.min_clients, round(t.fraction * len(pool))))
+    chosen = ctx.rng(rnd, 1).choice(len(pool), size=k, replace=False)
+    return [pool[i] for i in sorted(chosen)]
+
+
+def shares(clients: Sequence[Client]) -> dict[int, float]:
+    """Bandwidth share of each client: those on the same link preset share its cell equally."""
+    by_link: dict[str, list[Client]] = {}
+    for c in clients:
+        by_link.setdefault(c.link_name, []).append(c)
+    out: dict[int, float] = {}
+    for group in by_link.values():
+        for c, s in zip(group, equal_shares(len(group)), strict=True):
+            out[c.id] = s
+    return out
+
+
+class Round:
+    """One round on the simulated clock (see the module docstring).
+
+    A synchronous round is ``download`` -> ``compute`` -> ``upload`` ->
+    ``aggregate``/``server``; a turn-based round wraps each device's work in
+    ``begin_turn``/``end_turn``, so the server serves one device at a time.
+    """
+
+    def __init__(self, ctx: Context, rnd: int, participants: Sequence[Client]) -> None:
+        self.ctx = ctx
+        self.rnd = rnd
+        self.participants = list(participants)
+        self.dropped: dict[int, str] = {}
+        self.deadline_s = ctx.config.engine.deadline_s
+        draws = ctx.rng(rnd, _DROPOUT_STREAM).random(len(self.participants))
+        self._dropout = {c.id: float(u) for c, u in zip(self.participants, draws, strict=True)}
+        self._phase: Literal["before", "devices", "after"] = "before"
+        self._pre_s = 0.0
+        self._post_s = 0.0
+        self._device_end_s = 0.0
+        self._clock: dict[int, float] = {}
+        self._turn_free_s = 0.0
+
+    # -- who is still here -------------------------------------------------------------------
+    @property
+    def active(self) -> list[Client]:
+        """Participants that have not dropped out."""
+        return [c for c in self.participants if c.id not in self.dropped]
+
+    def clock_s(self, client: Client) -> float:
+        """``client``'s clock: seconds since the device phase began."""
+        return self._clock.get(client.id, 0.0)
+
+    def drop(self, client: Client, reason: Reason) -> None:
+        if client.id not in self.dropped:
+            self.dropped[client.id] = reason
+
+    # -- server work -------------------------------------------------------------------------
+    def server(
+        self,
+        work: Work | Sequence[Work],
+        *,
+        what: str,
+        node: str = "server",
+        profile: DeviceProfile | None = None,
+    ) -> float:
+        """Server-side work (``profile``: another server-side node, e.g. a cloud tier).
+
+        Before any device activity it runs before the device phase; after the device
+        phase, after it. Returns its seconds.
+        """
+        if self._phase == "devices":
+            self._close_devices()
+        proc = profile or self.ctx.server
+        cost = self.ctx.price(work, proc)
+        if self._phase == "before":
+            at = self._pre_s
+            self._pre_s += cost.latency_s
+        else:
+            at = self._pre_s + self._device_end_s + self._post_s
+            self._post_s += cost.latency_s
+        self.ctx.record(
+            self.rnd,
+            node=node,
+            side="server",
+            kind="compute",
+            what=what,
+            profile=proc.id,
+            seconds=cost.latency_s,
+            joules=cost.energy_j,
+            macs=cost.macs,
+            at_s=at,
+        )
+        return cost.latency_s
+
+    def aggregate(
+        self, updates: Sequence[Update], *, base: Weights, what: str = "aggregate"
+    ) -> Weights:
+        """Where updates meet: the new global tensors from the round's updates, billed to the
+        server as element-wise work over every carried value. ``base`` if none arrived."""
+        if not updates:
+            return base
+        new = AGGREGATORS["fedavg"](updates, base=base)
+        values = sum(int(t.size) for u in updates for t in u.tensors if t is not None)
+        self.server(Elementwise(values), what=what)
+        return new
+
+    # -- device phase ------------------------------------------------------------------------
+    def _open_devices(self) -> None:
+        if self._phase == "after":
+            raise RuntimeError("device work after the round's closing server work")
+        self._phase = "devices"
+
+    def _advance(self, client: Client, seconds: float) -> float:
+        """Move ``client``'s clock on by ``seconds``; return the absolute start (``at_s``)."""
+        start = self._clock.get(client.id, 0.0)
+        self._clock[client.id] = start + seconds
+        return self._pre_s + start
+
+    def _send(
+        self, clients: Sequence[Client], payloads: Mapping[int, Payload], direction: str
+    ) -> None:
+        split = shares(clients)
+        for c in clients:
+            for what, size in payloads.get(c.id, ()):
+                if c.id in self.dropped:
+                    break
+                if size <= 0:
+                    continue
+                res = self.ctx.transfer(
+                    self.rnd, c, size, direction="up" if direction == "up" else "down",
+                    share=split[c.id],
+                )  # fmt: skip
+                if res.outage:
+                    self.drop(c, "outage")
+                    break
+                self._bill_transfer(c, direction, what, size, res.time_s, res.energy_j)
+
+    def _bill_transfer(
+        self, c: Client, direction: str, what: str, size: int, seconds: float, joules: float
+    ) -> None:
+        at = self._advance(c, seconds)
+        self.ctx.record(
+            self.rnd,
+            node=c.node,
+            side="device",
+            kind="upload" if direction == "up" else "download",
+            what=what,
+            profile=c.profile.id,
+            link=c.link_name,
+            seconds=seconds,
+            joules=joules,
+            num_bytes=size,
+            at_s=at,
+        )
+
+    def download(
+        self,
+        payloads: Mapping[int, Payload],
+        clients: Sequence[Client] | None = None,
+        *,
+        round_trip: bool = False,
+    ) -> list[Client]:
+        """Send each client its payloads; return the clients still taking part.
+
+        ``clients`` defaults to every active participant; those on one link preset
+        share its cell. A download in outage drops the client (``"outage"``); then
+        ``engine.dropout_prob`` drops it (``"dropout"``). With ``round_trip`` (protocols
+        that need the uplink throughout, like split learning) a client whose uplink is
+        in outage this round is dropped before anything is sent.
+        """
+        self._open_devices()
+        todo = [
+            c for c in (self.active if clients is None else clients) if c.id not in self.dropped
+        ]
+        if round_trip:
+            for c in todo:
+                if self.ctx.transfer(self.rnd, c, 1, direction="up").outage:
+                    self.drop(c, "outage")
+            todo = [c for c in todo if c.id not in self.dropped]
+        self._send(todo, payloads, "down")
+        p = self.ctx.config.engine.dropout_prob
+        for c in todo:
+            if c.id not in self.dropped and self._dropout[c.id] < p:
+                self.drop(c, "dropout")
+        return [c for c in todo if c.id not in self.dropped]
+
+    def compute(
+        self,
+        client: Client,
+        work: Work | Sequence[Work],
+        *,
+        what: str,
+        on: Literal["device", "server"] = "device",
+    ) -> float:
+        """``client``'s work on its device, or done for it on the server (``on="server"``:
+        split learning's server side), in line on the client's clock. Returns its seconds."""
+        self._open_devices()
+        proc = client.profile if on == "device" else self.ctx.server
+        cost = self.ctx.price(work, proc)
+        at = self._advance(client, cost.latency_s)
+        self.ctx.record(
+            self.rnd,
+            node=client.node if on == "device" else "server",
+            side="device" if on == "device" else "server",
+            kind="compute",
+            what=what,
+            profile=proc.id,
+            seconds=cost.latency_s,
+            joules=cost.energy_j,
+            macs=cost.macs,
+            at_s=at,
+        )
+        return cost.latency_s
+
+    def exchange(self, streams: Mapping[int, Mapping[Stream, Sequence[int]]]) -> None:
+        """Per-batch messages of split learning, for each client at once (they share their cells).
+
+        ``streams[client][(direction, what)]`` lists one message size per batch. Every
+        message of a client, direction and round sees the round's channel draw and pays
+        the link's per-transfer latency; each stream is billed as one event. Callers
+        admit clients with ``download(..., round_trip=True)``, so no message is in outage.
+        """
+        self._open_devices()
+        by_id = {c.id: c for c in self.participants}
+        clients = [by_id[cid] for cid in streams]
+        split = shares(clients)
+        for c in clients:
+            for (direction, what), sizes in sorted(streams[c.id].items()):
+                cache: dict[int, tuple[float, float]] = {}
+                times: list[float] = []
+                joules: list[float] = []
+                for n in sizes:
+                    if n not in cache:
+                        res = self.ctx.transfer(
+                            self.rnd, c, n, direction="up" if direction == "up" else "down",
+                            share=split[c.id],
+                        )  # fmt: skip
+                        if res.outage:
+                            raise RuntimeError(f"message in outage for {c.node}: admit it first")
+                        cache[n] = (res.time_s, res.energy_j)
+                    times.append(cache[n][0])
+                    joules.append(cache[n][1])
+                if times:
+                    self._bill_transfer(
+                        c, direction, what, int(sum(sizes)), math.fsum(times), math.fsum(joules)
+                    )
+
+    def upload(
+        self, payloads: Mapping[int, Payload], clients: Sequence[Client] | None = None
+    ) -> list[Client]:
+        """Collect each client's payloads; return the clients whose results count.
+
+        ``clients`` defaults to every active participant. An upload in outage drops
+        the client (``"outage"``); one that arrives after ``engine.deadline_s`` makes it
+        a straggler (billed, not kept).
+        """
+        self._open_devices()
+        todo = [
+            c for c in (self.active if clients is None else clients) if c.id not in self.dropped
+        ]
+        self._send(todo, payloads, "up")
+        for c in todo:
+            if c.id not in self.dropped and self._late(c):
+                self.drop(c, "straggler")
+        return [c for c in todo if c.id not in self.dropped]
+
+    def _still(self, clients: Sequence[Client] | None) -> list[Client]:
+        return [
+            c for c in (self.active if clients is None else clients) if c.id not in self.dropped
+        ]
+
+    def _late(self, client: Client) -> bool:
+        return self.deadline_s is not None and self.clock_s(client) > self.deadline_s
+
+    # -- turns -------------------------------------------------------------------------------
+    def begin_turn(self, client: Client) -> bool:
+        """Start ``client``'s turn when the server is free; False (a straggler that never
+        starts) once the deadline has passed."""
+        self._open_devices()
+        start = max(self.clock_s(client), self._turn_free_s)
+        if self.deadline_s is not None and start >= self.deadline_s:
+            self.drop(client, "straggler")
+            return False
+        self._clock[client.id] = start
+        return True
+
+    def end_turn(self, client: Client) -> None:
+        """The server is free for the next turn when ``client``'s clock says so."""
+        self._turn_free_s = max(self._turn_free_s, self.clock_s(client))
+
+    # -- inference requests ------------------------------------------------------------------
+    def serve(
+        self,
+        client: Client,
+        legs: Mapping[tuple[str, str], tuple[float, float, int, int]],
+        *,
+        seconds: float,
+        cloud: DeviceProfile | None = None,
+        backhaul: str = "",
+    ) -> None:
+        """Bill ``client``'s inference requests of this round, one after another.
+
+        ``legs[(leg, what)]`` sums ``(seconds, joules, macs, bytes)`` over the requests
+        (see :mod:`tinylarge.inference.paths`): compute on the device, the edge server
+        (``edge``) or the ``cloud``; transfers on the device's link (``uplink``,
+        ``downlink``) or the edge-to-cloud ``backhaul``. ``seconds`` is the requests' total
+        latency: the client's clock advances by it; the events are laid end to end.
+        """
+        self._open_devices()
+        start = self._advance(client, seconds)
+        at = start
+        for (leg, what), (s, j, macs, nbytes) in sorted(legs.items()):
+            if leg == "device":
+                node, side, kind, prof, link = client.node, "device", "compute", client.profile, ""
+            elif leg in ("edge", "cloud"):
+                proc = self.ctx.server if leg == "edge" else cloud
+                if proc is None:
+                    raise ValueError("a cloud leg needs the cloud's profile")
+                node, side, kind, prof, link = (
+                    SERVER_NODES[leg], "server", "compute", proc, ""
+                )  # fmt: skip
+            elif leg in ("uplink", "downlink"):
+                kind = "upload" if leg == "uplink" else "download"
+                node, side, prof, link = client.node, "device", client.profile, client.link_name
+            else:
+                kind = "upload" if leg == "backhaul_up" else "download"
+                node, side, prof, link = "server", "server", self.ctx.server, backhaul
+            self.ctx.record(
+                self.rnd,
+                node=node,
+                side=side,  # type: ignore[arg-type]
+                kind=kind,  # type: ignore[arg-type]
+                what=what,
+                profile=prof.id,
+                link=link,
+                seconds=s,
+                joules=j,
+                macs=macs if kind == "compute" else 0,
+                num_bytes=nbytes if kind != "compute" else 0,
+                at_s=at,
+            )
+            at += s
+
+    # -- the end -----------------------------------------------------------------------------
+    def _close_devices(self) -> None:
+        still = [self.clock_s(c) for c in self.participants if c.id not in self.dropped]
+        end = max(still, default=0.0)
+        if self.deadline_s is not None and "straggler" in self.dropped.values():
+            end = self.deadline_s
+        self._device_end_s = end
+        self._phase = "after"
+
+    @property
+    def latency_s(self) -> float:
+        """Server work before + the device phase + server work after."""
+        if self._phase == "devices":
+            self._close_devices()
+        return self._pre_s + self._device_end_s + self._post_s
+
+    def report(self, *, train_loss: float | None = None) -> RoundReport:
+        return RoundReport(
+            latency_s=self.latency_s,
+            participants=len(self.participants),
+            dropped=dict(self.dropped),
+            train_loss=train_loss,
+        )

@@ -1,0 +1,398 @@
+"""Training: one loop, one optimizer factory and the losses the schemes compose.
+
+Everything that trains a model in tinylarge runs :func:`run_steps`: a client's
+local update (:func:`fit`), the server's teacher and its distilled student,
+FedGKT's and FedDF's server models, split learning's parts, a device's
+trainable part in transfer learning, mutual learning's two models and LoRA
+adapters. What differs is what the caller plugs in, never a copy of the loop:
+
+- the loss of one mini-batch (cross-entropy, plus Hinton's distillation term
+  to a teacher's logits, FedProx's proximal term, a joint loss over exits...);
+- the optimizers (one per part in split learning, one per model in mutual
+  learning), all made by :func:`make_optimizer` from one :class:`TrainSettings`;
+- a hook after every step (magnitude pruning re-applies its masks there).
+
+Determinism: the caller seeds torch and a ``torch.Generator`` that shuffles
+(:func:`seeded`), and runs one intra-op thread on devices, so every backend
+gives the same weights for the same task.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from tinylarge.models.weights import Weights, get_weights, set_weights
+from tinylarge.models.zoo import ModelSpec
+from tinylarge.registry import Registry
+
+OptimizerName = Literal["sgd", "momentum", "adam"]
+Schedule = Literal["constant", "cosine"]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How to train: the optimizer, its hyper-parameters, batching and the learning-rate schedule.
+
+    Attributes:
+        epochs: passes over the data.
+        batch_size: samples per optimizer step.
+        lr: learning rate (of every parameter group without its own).
+        optimizer: ``"sgd"``, ``"momentum"`` (SGD with ``momentum``) or ``"adam"``.
+        momentum: momentum of ``"momentum"``.
+        weight_decay: L2 penalty.
+        nesterov: Nesterov momentum (``"momentum"`` only).
+        amsgrad: the AMSGrad variant of Adam.
+        schedule: ``"constant"``, or ``"cosine"`` decay to 0 over all steps of one call
+            (Loshchilov and Hutter, SGDR, https://arxiv.org/abs/1608.03983).
+    """
+
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.05
+    optimizer: OptimizerName = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    amsgrad: bool = False
+    schedule: Schedule = "constant"
+
+    def with_(self, **changes: Any) -> TrainSettings:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+
+Params = nn.Module | Iterable[nn.Parameter] | Iterable[dict[str, Any]]
+
+
+def make_optimizer(params: Params, s: TrainSettings) -> torch.optim.Optimizer:
+    """The optimizer of ``s`` over a module's trainable parameters, a parameter list or groups."""
+    if isinstance(params, nn.Module):
+        chosen: Any = [p for p in params.parameters() if p.requires_grad]
+    else:
+        chosen = list(params)
+    if s.optimizer == "adam":
+        return torch.optim.Adam(chosen, lr=s.lr, weight_decay=s.weight_decay, amsgrad=s.amsgrad)
+    momentum = s.momentum if s.optimizer == "momentum" else 0.0
+    return torch.optim.SGD(
+        chosen,
+        lr=s.lr,
+        momentum=momentum,
+        weight_decay=s.weight_decay,
+        nesterov=s.nesterov and momentum > 0,
+    )
+
+
+def seeded(seed: int, *, threads: int = 1) -> torch.Generator:
+    """Make a task deterministic: ``threads`` intra-op threads, torch seeded; a shuffling generator.
+
+    Device tasks use one thread; server work uses ``engine.threads`` (the same
+    on every backend, since the server's work always runs in the driver).
+    """
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def batches(
+    n: int, *, batch_size: int, epochs: int, gen: torch.Generator
+) -> Iterator[torch.Tensor]:
+    """Shuffled mini-batch index tensors over ``n`` samples, ``epochs`` times."""
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=gen)
+        for i in range(0, n, batch_size):
+            yield order[i : i + batch_size]
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    """What a call of :func:`run_steps` did: its steps, mean loss and last epoch's mean loss."""
+
+    steps: int
+    loss: float
+    last_epoch_loss: float
+
+
+#: The loss of one mini-batch of indices: a tensor to back-propagate, or that tensor and the
+#: value to report (mutual learning reports the private model's loss of a joint step).
+StepLoss = Callable[[torch.Tensor], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
+
+
+def run_steps(
+    loss_of: StepLoss,
+    optimizers: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
+    *,
+    n: int,
+    settings: TrainSettings,
+    gen: torch.Generator,
+    epochs: int | None = None,
+    after_step: Callable[[], None] | None = None,
+) -> TrainStats:
+    """The training loop: ``epochs`` (default ``settings.epochs``) shuffled passes over ``n``
+    samples in mini-batches of ``settings.batch_size``; each step zeroes every optimizer's
+    gradients, back-propagates ``loss_of(batch indices)``, steps every optimizer and calls
+    ``after_step``. With the cosine schedule each parameter group's rate decays from its own
+    initial value to 0 over the call's steps."""
+    opts = [optimizers] if isinstance(optimizers, torch.optim.Optimizer) else list(optimizers)
+    passes = settings.epochs if epochs is None else epochs
+    per_epoch = math.ceil(n / settings.batch_size) if n else 0
+    total_steps = passes * per_epoch
+    cosine = settings.schedule == "cosine"
+    # a group's schedule starts from its rate when first scheduled (``initial_lr``, as
+    # torch's schedulers keep it), also when the caller keeps the optimizer across calls
+    base = (
+        [[g.setdefault("initial_lr", g["lr"]) for g in o.param_groups] for o in opts]
+        if cosine
+        else []
+    )
+    total = epoch_total = 0.0
+    steps = epoch_steps = 0
+    for idx in batches(n, batch_size=settings.batch_size, epochs=passes, gen=gen):
+        if epoch_steps == per_epoch:
+            epoch_total, epoch_steps = 0.0, 0
+        if cosine:
+            factor = 0.5 * (1.0 + math.cos(math.pi * steps / total_steps))
+            for opt, lrs in zip(opts, base, strict=True):
+                for group, lr in zip(opt.param_groups, lrs, strict=True):
+                    group["lr"] = lr * factor
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        out = loss_of(idx)
+        loss, report = out if isinstance(out, tuple) else (out, out)
+        loss.backward()  # type: ignore[no-untyped-call]
+        for opt in opts:
+            opt.step()
+        if after_step is not None:
+            after_step()
+        value = float(report.detach())
+        total += value
+        epoch_total += value
+        steps += 1
+        epoch_steps += 1
+    return TrainStats(steps, total / max(steps, 1), epoch_total / max(epoch_steps, 1))
+
+
+# -- losses ------------------------------------------------------------------------------------
+def kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Hinton's soft term: ``T^2 KL(softmax(z_t / T) || softmax(z_s / T))``, batch mean.
+
+    Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural Network",
+    https://arxiv.org/abs/1503.02531. The teacher side is detached; the ``T^2``
+    factor keeps the soft term's gradients on the scale of cross-entropy's.
+    """
+    t = temperature
+    log_p = nn.functional.log_softmax(student_logits / t, dim=1)
+    q = nn.functional.softmax(teacher_logits.detach() / t, dim=1)
+    return nn.functional.kl_div(log_p, q, reduction="batchmean") * (t * t)
+
+
+def supervised_loss(
+    out: torch.Tensor,
+    labels: torch.Tensor | None,
+    teacher: torch.Tensor | None,
+    *,
+    ce_weight: float = 1.0,
+    kd_weight: float = 0.0,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """``ce_weight * CE(out, labels) + kd_weight * kd_loss(out, teacher)``; a term whose
+    weight is 0 or whose target is missing is left out (not multiplied by 0)."""
+    terms: list[torch.Tensor] = []
+    if labels is not None and ce_weight > 0:
+        ce = nn.functional.cross_entropy(out, labels)
+        terms.append(ce if ce_weight == 1.0 else ce_weight * ce)
+    if teacher is not None and kd_weight > 0:
+        soft = kd_loss(out, teacher, temperature)
+        terms.append(soft if kd_weight == 1.0 else kd_weight * soft)
+    if not terms:
+        raise ValueError(
+            "a training loss needs labels (ce_weight > 0) or a teacher (kd_weight > 0)"
+        )
+    return terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
+
+def train_supervised(
+    model: nn.Module,
+    xs: torch.Tensor,
+    ys: torch.Tensor | None,
+    *,
+    settings: TrainSettings,
+    gen: torch.Generator,
+    teacher: torch.Tensor | None = None,
+    ce_weight: float = 1.0,
+    kd_weight: float = 0.0,
+    temperature: float = 1.0,
+    optimizer: torch.optim.Optimizer | None = None,
+    epochs: int | None = None,
+    after_step: Callable[[], None] | None = None,
+) -> TrainStats:
+    """Train ``model`` in place on ``xs`` with cross-entropy to ``ys`` and/or distillation to
+    the ``teacher`` logits of the same rows (see :func:`supervised_loss`). ``optimizer``
+    (kept across calls by the caller) defaults to a fresh one of ``settings``."""
+    model.train()
+    opt = optimizer if optimizer is not None else make_optimizer(model, settings)
+
+    def loss_of(idx: torch.Tensor) -> torch.Tensor:
+        return supervised_loss(
+            model(xs[idx]),
+            None if ys is None else ys[idx],
+            None if teacher is None else teacher[idx],
+            ce_weight=ce_weight,
+            kd_weight=kd_weight,
+            temperature=temperature,
+        )
+
+    return run_steps(
+        loss_of, opt, n=len(xs), settings=settings, gen=gen, epochs=epochs, after_step=after_step
+    )
+
+
+# -- prediction -------------------------------------------------------------------------------
+def tensor(a: np.ndarray) -> torch.Tensor:
+    """A contiguous numpy array as a tensor sharing its memory."""
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
+    """Eval-mode outputs of ``model`` on ``x`` as float32 numpy (``(0, 0)`` for no rows)."""
+    model.eval()
+    outs = [model(tensor(x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
+    if not outs:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(outs).astype(np.float32, copy=False)
+
+
+def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    """Share of rows of ``logits`` whose argmax is the label (0 for no rows)."""
+    return float((np.argmax(logits, axis=1) == y).mean()) if len(y) else 0.0
+
+
+def mean_cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
+    """Mean cross-entropy of ``logits`` against the labels ``y``."""
+    return float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y)))
+
+
+def build(spec: ModelSpec, weights: Sequence[np.ndarray] | None = None) -> nn.Module:
+    """``spec``'s model, with ``weights`` loaded if given."""
+    model = spec.build()
+    if weights is not None:
+        set_weights(model, weights)
+    return model
+
+
+def init_weights(spec: Any, *, seed: int) -> Weights:
+    """Fresh weights of anything with a ``build()`` (zoo or early-exit spec), from ``seed``."""
+    torch.manual_seed(seed)
+    return get_weights(spec.build())
+
+
+@torch.no_grad()
+def evaluate(
+    spec: ModelSpec, weights: Weights, x: np.ndarray, y: np.ndarray, *, batch_size: int = 1024
+) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of ``spec``'s model with ``weights`` on ``(x, y)``."""
+    torch.set_num_threads(1)
+    model = build(spec, weights)
+    model.eval()
+    correct, loss = 0, 0.0
+    for i in range(0, len(y), batch_size):
+        xb, yb = tensor(x[i : i + batch_size]), tensor(y[i : i + batch_size])
+        out = model(xb)
+        loss += float(nn.functional.cross_entropy(out, yb, reduction="sum"))
+        correct += int((out.argmax(1) == yb).sum())
+    n = max(len(y), 1)
+    return correct / n, loss / n
+
+
+# -- a client's local update (FedAvg and its family) -------------------------------------------
+#: A client objective: (model, inputs, labels, starting params, options) -> loss tensor.
+LossFn = Callable[
+    [nn.Module, torch.Tensor, torch.Tensor, list[torch.Tensor], dict[str, float]], torch.Tensor
+]
+TRAINERS: Registry[LossFn] = Registry("trainer")
+
+
+@TRAINERS.register("erm")
+def erm_loss(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    start: list[torch.Tensor],
+    options: dict[str, float],
+) -> torch.Tensor:
+    """Plain empirical risk: cross-entropy on the local batch (FedAvg)."""
+    return nn.functional.cross_entropy(model(x), y)
+
+
+@TRAINERS.register("prox")
+def prox_loss(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    start: list[torch.Tensor],
+    options: dict[str, float],
+) -> torch.Tensor:
+    """FedProx local objective: cross-entropy plus ``mu/2 * ||w - w_global||^2``.
+
+    Li et al., "Federated Optimization in Heterogeneous Networks", MLSys 2020,
+    https://arxiv.org/abs/1812.06127
+    """
+    mu = options["mu"]
+    prox = sum(((p - s) ** 2).sum() for p, s in zip(model.parameters(), start, strict=True))
+    return nn.functional.cross_entropy(model(x), y) + 0.5 * mu * prox
+
+
+@dataclass(frozen=True)
+class FitTask:
+    """One client's local training job in one round."""
+
+    client: int
+    round: int
+    seed: int
+    spec: ModelSpec
+    weights: Weights
+    indices: np.ndarray
+    settings: TrainSettings
+    trainer: str = "erm"
+    trainer_options: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What a client sends back: new weights, its sample count and mean training loss."""
+
+    client: int
+    weights: Weights
+    num_samples: int
+    loss: float
+
+
+def fit(task: FitTask, x: np.ndarray, y: np.ndarray) -> FitResult:
+    """Train a fresh copy of the model on ``x[task.indices]`` and return its weights.
+
+    Deterministic for a given task: one intra-op thread and a generator seeded
+    from ``task.seed`` for shuffling.
+    """
+    gen = seeded(task.seed)
+    model = build(task.spec, task.weights)
+    model.train()
+    start = [p.detach().clone() for p in model.parameters()]
+    loss_fn = TRAINERS[task.trainer]
+    xs, ys = tensor(x[task.indices]), tensor(y[task.indices])
+    stats = run_steps(
+        lambda idx: loss_fn(model, xs[idx], ys[idx], start, task.trainer_options),
+        make_optimizer(model, task.settings),
+        n=len(task.indices),
+        settings=task.settings,
+        gen=gen,
+    )
+    return FitResult(task.client, get_weights(model), len(task.indices), stats.loss)
