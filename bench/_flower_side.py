@@ -13,7 +13,7 @@ weights and, per round, the sampled clients and their training seeds. The
 ServerApp is Flower's message-API FedAvg (``flwr.serverapp.strategy.FedAvg``)
 with one override: ``configure_train`` sends the round's model to the clients
 tinylarge sampled for that round (with their seeds) instead of drawing its own
-sample. The ClientApp trains with ``tinylarge.sim.client.fit``, the very
+sample. The ClientApp trains with ``tinylarge.sim.training.fit``, the very
 function tinylarge's backends call, so both engines run the same model, data,
 clients, seeds and SGD steps; what differs is the engine around them.
 Aggregation is Flower's own (weighted by ``num-examples``).
@@ -58,7 +58,8 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 from flwr.simulation import run_simulation
 
-from tinylarge.sim.client import FitTask, ModelSpec, TrainSettings, evaluate, fit
+from tinylarge.models.zoo import ModelSpec
+from tinylarge.sim.training import FitTask, TrainSettings, evaluate, fit
 
 #: Environment variable naming the workload directory (Ray actors inherit the environment).
 WORKLOAD_ENV = "TINYLARGE_FLOWER_WORKLOAD"

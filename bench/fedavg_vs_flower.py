@@ -6,7 +6,7 @@ round, one local epoch of plain SGD (batch 32, lr 0.05), 20 rounds, seed 0.
 tinylarge builds the workload (partition indices, initial weights, the clients
 sampled each round and their training seeds); Flower gets it through a
 directory and trains the same clients with the same seeds through the same
-local-training function (``tinylarge.sim.client.fit``), so what is compared is
+local-training function (``tinylarge.sim.training.fit``), so what is compared is
 the engine around the training: Flower's message passing and Ray actors against
 tinylarge's round loop with its ledger billing. Flower's side runs in its own
 virtual environment (``flwr[simulation]`` pins a Ray and protobuf that clash with
@@ -48,9 +48,10 @@ import numpy as np
 
 from tinylarge.config import ExperimentConfig, parse_config
 from tinylarge.sim.backends import fit_many
-from tinylarge.sim.client import FitTask
 from tinylarge.sim.context import Context
 from tinylarge.sim.engine import build_scheme, run_experiment
+from tinylarge.sim.rounds import sample
+from tinylarge.sim.training import FitTask
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,7 +104,7 @@ def write_workload(cfg: ExperimentConfig, out: Path) -> int:
     weights = scheme.state()["weights"]
     np.savez(out / "init.npz", **{f"w{i}": w for i, w in enumerate(weights)})
     plan = [
-        [[c.id, ctx.task_seed(rnd, c.id)] for c in ctx.sample_clients(rnd)]
+        [[c.id, ctx.task_seed(rnd, c.id)] for c in sample(ctx, rnd, ctx.clients)]
         for rnd in range(cfg.training.rounds)
     ]
     s = ctx.settings
@@ -157,7 +158,7 @@ def warm_up(ctx: Context, weights: list[np.ndarray]) -> None:
             indices=c.indices,
             settings=ctx.settings,
         )
-        for c in ctx.sample_clients(0)
+        for c in sample(ctx, 0, ctx.clients)
     ]
     fit_many(ctx.backend, tasks)
 

@@ -11,6 +11,7 @@ from tests.conftest import small_task
 from tinylarge.config import parse_config
 from tinylarge.schemes import SCHEMES
 from tinylarge.sim.engine import run_experiment
+from tinylarge.sim.ledger import Ledger
 
 #: Options that make each scheme converge on the small task in a few rounds.
 OPTIONS: dict[str, dict[str, Any]] = {
@@ -57,8 +58,38 @@ def test_scheme_contract(scheme: str, tmp_path: Path) -> None:
     assert first["bytes_down"] > 0
     assert len(first["round_latency_s"]) == cfg.training.rounds
     assert all(t > 0 for t in first["round_latency_s"])
-    # respects memory limits: every profile has a fit verdict
+    # every profile has a fit verdict (test_scheme_excludes_what_does_not_fit shows exclusions)
     assert set(first["fits"]) == {"rpi4", "stm32h743"}
     # reproducible from its seed
     second = run_experiment(cfg, out=tmp_path / "b", progress=False)
     assert reproducible(second) == reproducible(first)
+
+
+#: A model too large for the smallest board in every way a scheme can use it: 595 k
+#: parameters (2.4 MB at fp32, 595 kB at int8) against 128 KiB of SRAM and 512 KiB of flash.
+LARGE_MLP = {"name": "mlp", "options": {"hidden": [1024, 512]}}
+#: The smallest board, too far from its gateway to reach it (so split inference, which can
+#: always send the raw input, has no partition either).
+SMALL_AND_FAR = {"profile": "stm32f446re", "count": 1, "link": "ble-2m", "distance_m": 5000.0}
+#: Options that make a scheme's device-side model the large one where it has its own.
+EXCLUSION_OPTIONS: dict[str, dict[str, Any]] = {
+    "early-exit": {"threshold": 0.9, "backbone": "mlp", "widths": [2048, 64, 64]},
+}
+
+
+@pytest.mark.parametrize("scheme", [s for s in SCHEMES.names() if s not in SKIP_CONTRACT])
+def test_scheme_excludes_what_does_not_fit(scheme: str, tmp_path: Path) -> None:
+    task = small_task(
+        model=LARGE_MLP,
+        scheme={"name": scheme, "options": EXCLUSION_OPTIONS.get(scheme, OPTIONS.get(scheme, {}))},
+        training={"rounds": 1},
+    )
+    task["topology"]["devices"] = [*task["topology"]["devices"], SMALL_AND_FAR]
+    summary = run_experiment(parse_config(task), out=tmp_path / "r", progress=False)
+    assert summary["fits"]["stm32f446re"] is False
+    excluded = summary["excluded"]["stm32f446re"]
+    assert excluded["count"] == 1
+    assert any(word in excluded["reason"] for word in ("SRAM", "flash", "memory", "outage"))
+    far = "client-4"  # 2 rpi4, 2 stm32h743, then the small board
+    ledger = Ledger.from_csv(tmp_path / "r" / "ledger.csv")
+    assert not ledger.select(node=far), "an excluded device does no work and sends nothing"

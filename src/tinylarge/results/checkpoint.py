@@ -97,7 +97,8 @@ def to_bytes(state: Any) -> bytes:
     tree, arrays = encode(state)
     blob = np.frombuffer(json.dumps(tree, allow_nan=False).encode(), dtype=np.uint8)
     buf = io.BytesIO()
-    np.savez(buf, **{STATE_KEY: blob}, **arrays)
+    save: Any = np.savez  # numpy's stub types ``**kwds`` as if one could be ``allow_pickle``
+    save(buf, allow_pickle=False, **{STATE_KEY: blob}, **arrays)
     return buf.getvalue()
 
 

@@ -4,7 +4,8 @@ Layout::
 
     config.yaml      the resolved config (every default filled in)
     metrics.csv      one row per round
-    ledger.csv       every billed event
+    ledger.csv       every billed event, with its start on the round clock
+    dropped.csv      who left each round and why (outage, dropout, straggler)
     checkpoint.npz   state after the last completed round (atomic replace): arrays and
                      JSON only, read without unpickling (:mod:`tinylarge.results.checkpoint`)
     summary.json     written last: its presence means the run completed
@@ -18,7 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ METRIC_FIELDS = (
     "device_energy_j",
 )
 
+DROPPED_FIELDS = ("round", "node", "reason")
+
 
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
@@ -70,6 +73,10 @@ class RunDir:
     @property
     def ledger_path(self) -> Path:
         return self.path / "ledger.csv"
+
+    @property
+    def dropped_path(self) -> Path:
+        return self.path / "dropped.csv"
 
     @property
     def checkpoint_path(self) -> Path:
@@ -122,9 +129,16 @@ class RunDir:
             csv.writer(fh).writerow(METRIC_FIELDS)
         with self.ledger_path.open("w", newline="") as fh:
             csv.writer(fh).writerow(FIELDS)
+        with self.dropped_path.open("w", newline="") as fh:
+            csv.writer(fh).writerow(DROPPED_FIELDS)
 
     # -- per round ---------------------------------------------------------
-    def append_round(self, metrics: dict[str, Any], events: Sequence[Event]) -> None:
+    def append_round(
+        self,
+        metrics: dict[str, Any],
+        events: Sequence[Event],
+        dropped: Mapping[int, str] | None = None,
+    ) -> None:
         with self.metrics_path.open("a", newline="") as fh:
             csv.DictWriter(fh, fieldnames=METRIC_FIELDS).writerow(
                 {k: ("" if metrics.get(k) is None else metrics[k]) for k in METRIC_FIELDS}
@@ -133,6 +147,17 @@ class RunDir:
             writer = csv.writer(fh)
             for e in events:
                 writer.writerow([getattr(e, f) for f in FIELDS])
+        with self.dropped_path.open("a", newline="") as fh:
+            writer = csv.writer(fh)
+            for cid, reason in sorted((dropped or {}).items()):
+                writer.writerow([metrics["round"], f"client-{cid}", reason])
+
+    def read_dropped(self) -> list[tuple[int, str, str]]:
+        """``(round, node, reason)`` of every device that left a round."""
+        if not self.dropped_path.is_file():
+            return []
+        with self.dropped_path.open(newline="") as fh:
+            return [(int(r["round"]), r["node"], r["reason"]) for r in csv.DictReader(fh)]
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         _atomic_write(self.checkpoint_path, checkpoint.to_bytes(state))
@@ -157,7 +182,12 @@ class RunDir:
         """Drop rows and events after round ``rnd`` (work of a round that did not finish)."""
         rows = self.read_metrics(upto_round=rnd)
         ledger = Ledger(e for e in Ledger.from_csv(self.ledger_path) if e.round <= rnd)
+        dropped = [d for d in self.read_dropped() if d[0] <= rnd]
         self.create_files_from(rows, ledger)
+        with self.dropped_path.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(DROPPED_FIELDS)
+            writer.writerows(dropped)
         return rows, ledger
 
     def create_files_from(self, rows: list[dict[str, Any]], ledger: Ledger) -> None:

@@ -138,8 +138,8 @@ class Context:
         (default: the run's), cached for the run."""
         bs = self.settings.batch_size if batch_size is None else batch_size
         opt = self.settings.optimizer if optimizer is None else optimizer
-        key = (spec.name, spec.input_shape, spec.num_classes, repr(sorted(spec.options.items())))
-        key += (bs, opt)
+        options = repr(sorted(spec.options.items()))
+        key = (spec.name, spec.input_shape, spec.num_classes, options, bs, opt)
         if key not in self._profiles:
             self._profiles[key] = profile_model(
                 spec.build(),

@@ -189,7 +189,7 @@ def run_experiment(
                     "device_energy_j": this_round.device_energy_j(),
                 }
                 rows.append(row)
-                run.append_round(row, new_events)
+                run.append_round(row, new_events, report.dropped)
                 run.save_checkpoint(
                     {
                         "round": rnd,

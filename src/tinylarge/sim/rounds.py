@@ -40,10 +40,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from tinylarge.hardware.catalogue import DeviceProfile
-from tinylarge.hardware.cost import Elementwise, Work
+from tinylarge.hardware.cost import ComputeCost, Elementwise, Work
 from tinylarge.models.weights import Weights
 from tinylarge.network.cell import equal_shares
 from tinylarge.sim.aggregation import AGGREGATORS, Update
+from tinylarge.sim.ledger import Side
 
 if TYPE_CHECKING:
     from tinylarge.sim.context import Client, Context
@@ -154,19 +155,31 @@ class Round:
         else:
             at = self._pre_s + self._device_end_s + self._post_s
             self._post_s += cost.latency_s
+        self._bill_compute(node, "server", proc, cost, what=what, at_s=at)
+        return cost.latency_s
+
+    def _bill_compute(
+        self,
+        node: str,
+        side: Side,
+        proc: DeviceProfile,
+        cost: ComputeCost,
+        *,
+        what: str,
+        at_s: float,
+    ) -> None:
         self.ctx.record(
             self.rnd,
             node=node,
-            side="server",
+            side=side,
             kind="compute",
             what=what,
             profile=proc.id,
             seconds=cost.latency_s,
             joules=cost.energy_j,
             macs=cost.macs,
-            at_s=at,
+            at_s=at_s,
         )
-        return cost.latency_s
 
     def aggregate(
         self, updates: Sequence[Update], *, base: Weights, what: str = "aggregate"
@@ -274,18 +287,10 @@ class Round:
         proc = client.profile if on == "device" else self.ctx.server
         cost = self.ctx.price(work, proc)
         at = self._advance(client, cost.latency_s)
-        self.ctx.record(
-            self.rnd,
-            node=client.node if on == "device" else "server",
-            side="device" if on == "device" else "server",
-            kind="compute",
-            what=what,
-            profile=proc.id,
-            seconds=cost.latency_s,
-            joules=cost.energy_j,
-            macs=cost.macs,
-            at_s=at,
-        )
+        if on == "device":
+            self._bill_compute(client.node, "device", proc, cost, what=what, at_s=at)
+        else:
+            self._bill_compute("server", "server", proc, cost, what=what, at_s=at)
         return cost.latency_s
 
     def exchange(self, streams: Mapping[int, Mapping[Stream, Sequence[int]]]) -> None:
