@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from compression import SETUPS, server_data, train_student, train_teacher
-from tinylarge.compress.train import predict_logits
 from tinylarge.compress.export import export_onnx_int8, onnx_logits
+from tinylarge.compress.train import predict_logits
 from tinylarge.data import load_dataset
 
 #: (label, calibrate on all server rows instead of the bench's subset, method, percentile)

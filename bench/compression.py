@@ -40,7 +40,6 @@ import torch
 from torch import nn
 
 from tinylarge.compress.distill import KDConfig
-from tinylarge.compress.train import TrainConfig, accuracy, predict_logits, train_model
 from tinylarge.compress.export import onnx_logits
 from tinylarge.compress.fit_report import device_fit
 from tinylarge.compress.pipeline import artifact_accuracy, build_artifacts, stratified_fraction
@@ -48,6 +47,7 @@ from tinylarge.compress.prune import apply_masks, magnitude_masks, mask_hook, pr
 from tinylarge.compress.qat import prepare_qat, strip_qat
 from tinylarge.compress.quantize import DEFAULT_PERCENTILE, percentile_range
 from tinylarge.compress.tflite import export_tflite_int8, litert_available, tflite_logits
+from tinylarge.compress.train import TrainConfig, accuracy, predict_logits, train_model
 from tinylarge.data import Dataset, load_dataset
 from tinylarge.hardware.catalogue import get_device
 from tinylarge.models.files import profile_file

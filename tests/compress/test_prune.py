@@ -8,7 +8,6 @@ import torch
 from tests.compress.conftest import Trained
 from torch import nn
 
-from tinylarge.compress.train import TrainConfig, accuracy, predict_logits, train_model
 from tinylarge.compress.prune import (
     apply_masks,
     magnitude_masks,
@@ -16,6 +15,7 @@ from tinylarge.compress.prune import (
     prune_channels,
     sparsity,
 )
+from tinylarge.compress.train import TrainConfig, accuracy, predict_logits, train_model
 from tinylarge.errors import TinylargeError
 from tinylarge.models.profiler import profile_model
 from tinylarge.models.zoo import build_model

@@ -9,7 +9,6 @@ import torch
 from tests.compress.conftest import Trained
 from torch import nn
 
-from tinylarge.compress.train import TrainConfig, accuracy, train_model
 from tinylarge.compress.export import export_onnx_int8, onnx_logits
 from tinylarge.compress.qat import (
     QATLayer,
@@ -19,6 +18,7 @@ from tinylarge.compress.qat import (
     strip_qat,
 )
 from tinylarge.compress.quantize import symmetric_scales
+from tinylarge.compress.train import TrainConfig, accuracy, train_model
 from tinylarge.models.zoo import build_model
 
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from tests.compress.conftest import Trained
 
-from tinylarge.compress.train import TrainConfig, accuracy, train_model
 from tinylarge.compress.export import export_onnx_int8, onnx_logits
 from tinylarge.compress.tflite import export_tflite_int8, litert_available, tflite_logits
+from tinylarge.compress.train import TrainConfig, accuracy, train_model
 from tinylarge.data import Dataset
 from tinylarge.models.files import profile_file
 from tinylarge.models.zoo import build_model

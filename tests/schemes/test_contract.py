@@ -41,13 +41,30 @@ SKIP_BACKEND_TABLE: dict[str, str] = {
 }
 
 
+#: Training fields a scheme refuses because it never trains on devices (kd trains on the
+#: server with its own options): the shared task leaves them at their defaults for it.
+DEVICE_TRAINING = ("local_epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay")
+SERVER_ONLY = {"kd"}
+
+
+def scheme_task(scheme: str, *, options: dict[str, Any] | None = None, **overrides: Any) -> Any:
+    """``small_task`` running ``scheme`` with its contract options (``options`` to replace them)."""
+    cfg = small_task(
+        scheme={"name": scheme, "options": OPTIONS.get(scheme, {}) if options is None else options},
+        **overrides,
+    )
+    if scheme in SERVER_ONLY:
+        cfg["training"] = {k: v for k, v in cfg["training"].items() if k not in DEVICE_TRAINING}
+    return cfg
+
+
 def reproducible(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if k not in ("wall_time_s", "backend")}
 
 
 @pytest.mark.parametrize("scheme", [s for s in SCHEMES.names() if s not in SKIP_CONTRACT])
 def test_scheme_contract(scheme: str, tmp_path: Path) -> None:
-    cfg = parse_config(small_task(scheme={"name": scheme, "options": OPTIONS.get(scheme, {})}))
+    cfg = parse_config(scheme_task(scheme))
     first = run_experiment(cfg, out=tmp_path / "a", progress=False)
     # converges: well above chance (10 classes) on the held-out test set
     assert first["accuracy"] > 0.75, first["accuracy"]
@@ -79,9 +96,10 @@ EXCLUSION_OPTIONS: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("scheme", [s for s in SCHEMES.names() if s not in SKIP_CONTRACT])
 def test_scheme_excludes_what_does_not_fit(scheme: str, tmp_path: Path) -> None:
-    task = small_task(
+    task = scheme_task(
+        scheme,
+        options=EXCLUSION_OPTIONS.get(scheme, OPTIONS.get(scheme, {})),
         model=LARGE_MLP,
-        scheme={"name": scheme, "options": EXCLUSION_OPTIONS.get(scheme, OPTIONS.get(scheme, {}))},
         training={"rounds": 1},
     )
     task["topology"]["devices"] = [*task["topology"]["devices"], SMALL_AND_FAR]

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import small_task
-from tests.schemes.test_contract import OPTIONS, SKIP_BACKEND_TABLE, reproducible
+from tests.schemes.test_contract import SKIP_BACKEND_TABLE, reproducible, scheme_task
 
 from tinylarge.config import parse_config
 from tinylarge.errors import TinylargeError
@@ -40,13 +39,7 @@ def close(a: Any, b: Any) -> bool:
 
 @pytest.mark.parametrize("scheme", [s for s in SCHEMES.names() if s not in SKIP_BACKEND_TABLE])
 def test_ray_matches_sequential(scheme: str, tmp_path: Path, ray_cluster: None) -> None:
-    cfg = parse_config(
-        small_task(
-            scheme={"name": scheme, "options": OPTIONS.get(scheme, {})},
-            training={"rounds": 2},
-            engine={"dropout_prob": 0.2},
-        )
-    )
+    cfg = parse_config(scheme_task(scheme, training={"rounds": 2}, engine={"dropout_prob": 0.2}))
     seq = run_experiment(cfg, out=tmp_path / "seq", backend="sequential", progress=False)
     on_ray = run_experiment(cfg, out=tmp_path / "ray", backend="ray", progress=False)
     assert on_ray["backend"] == "ray"

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import small_task
-from tests.schemes.test_contract import OPTIONS, SKIP_CONTRACT
+from tests.schemes.test_contract import SKIP_CONTRACT, scheme_task
 
 from tinylarge.config import ConfigError, ExperimentConfig, parse_config
 from tinylarge.results.rundir import RunDir
@@ -41,8 +40,8 @@ UNREACHABLE = {"profile": "rpi4", "count": 1, "link": "ble-2m", "distance_m": 50
 
 
 def fleet_config(scheme: str, *, deadline_s: float | None = None) -> ExperimentConfig:
-    cfg = small_task(
-        scheme={"name": scheme, "options": OPTIONS.get(scheme, {})},
+    cfg = scheme_task(
+        scheme,
         training={"rounds": 2},
         engine={"dropout_prob": 0.25, "deadline_s": deadline_s},
     )

@@ -13,6 +13,10 @@ the "LargeML -> TinyML" direction of the survey (Vu et al., arXiv 2505.15854,
 https://arxiv.org/abs/2505.15854): the server's large model makes a model
 small enough for a microcontroller.
 
+The soft term alone is :func:`tinylarge.sim.training.kd_loss` (FedGKT, FML,
+FedDF and FFM weigh it their own way); the combined loss is
+:func:`tinylarge.sim.training.supervised_loss` with ``ce_weight = 1 - alpha``
+and ``kd_weight = alpha``, which is what the one training loop trains with.
 The teacher is frozen: its logits on the training set are computed once
 (:func:`tinylarge.compress.train.predict_logits`) and reused every epoch.
 """
@@ -22,9 +26,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from tinylarge.errors import TinylargeError
+from tinylarge.sim.training import kd_loss, supervised_loss
+
+__all__ = ["KDConfig", "distillation_loss", "kd_loss"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,24 +53,15 @@ class KDConfig:
         if not 0.0 <= self.alpha <= 1.0:
             raise TinylargeError(f"distillation alpha must be in [0, 1], got {self.alpha}")
 
+    @property
+    def ce_weight(self) -> float:
+        """Weight of cross-entropy on the labels: ``1 - alpha``."""
+        return 1.0 - self.alpha
 
-def soft_targets(teacher_logits: torch.Tensor, *, temperature: float) -> torch.Tensor:
-    """The teacher's class probabilities at temperature ``T``: ``softmax(z_t / T)``."""
-    return nn.functional.softmax(teacher_logits / temperature, dim=1)
-
-
-def kd_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """The soft term alone: ``T^2 KL(softmax(z_t / T) || softmax(z_s / T))``, batch mean.
-
-    The teacher side is detached. Schemes that exchange logits (FedGKT, FML,
-    FedDF, FFM) use it with their own weights.
-    """
-    t = temperature
-    log_p = nn.functional.log_softmax(student_logits / t, dim=1)
-    q = soft_targets(teacher_logits.detach(), temperature=t)
-    return nn.functional.kl_div(log_p, q, reduction="batchmean") * (t * t)
+    @property
+    def kd_weight(self) -> float:
+        """Weight of the soft term: ``alpha``."""
+        return self.alpha
 
 
 def distillation_loss(
@@ -77,12 +74,18 @@ def distillation_loss(
 ) -> torch.Tensor:
     """Hinton's loss, batch mean: ``alpha T^2 KL(p_t^T || p_s^T) + (1 - alpha) CE(z_s, y)``.
 
+    A term whose weight is 0 is left out (``alpha = 1``: the soft term alone).
+
     >>> z = torch.tensor([[2.0, 0.0]])
     >>> float(distillation_loss(z, z, torch.tensor([0]), temperature=2.0, alpha=1.0))
     0.0
     """
-    soft = kd_loss(student_logits, teacher_logits, temperature)
-    if alpha >= 1.0:
-        return soft
-    hard = nn.functional.cross_entropy(student_logits, labels)
-    return alpha * soft + (1.0 - alpha) * hard
+    kd = KDConfig(temperature=temperature, alpha=alpha)
+    return supervised_loss(
+        student_logits,
+        labels,
+        teacher_logits,
+        ce_weight=kd.ce_weight,
+        kd_weight=kd.kd_weight,
+        temperature=kd.temperature,
+    )

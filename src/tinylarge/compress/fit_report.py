@@ -15,6 +15,10 @@ SRAM the memory plan of its int8 activations. In a QDQ ONNX file the
 QuantizeLinear/DequantizeLinear pairs around each operator fold into the
 integer kernels on a device (as in a TFLite int8 file), so
 :func:`deployed_profile` drops them before costing latency and energy.
+
+``tinylarge fit`` and ``tinylarge export`` print these rows; a scheme admits
+devices with them (:meth:`DeviceFit.verdict` is the fit as
+:meth:`tinylarge.sim.context.Context.admit` takes it, the shortfall its reason).
 """
 
 from __future__ import annotations
@@ -24,10 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tinylarge.errors import TinylargeError
 from tinylarge.hardware.catalogue import DeviceProfile, all_devices, get_device
 from tinylarge.hardware.cost import inference_cost
-from tinylarge.hardware.fit import check_fit
+from tinylarge.hardware.fit import FitReport, check_fit
 from tinylarge.models.profile import ModelProfile
 
 _QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
@@ -63,6 +66,18 @@ class DeviceFit:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def verdict(self) -> FitReport:
+        """The fit as the :class:`~tinylarge.hardware.fit.FitReport` a scheme hands to
+        :meth:`tinylarge.sim.context.Context.admit`, with this shortfall as its reason."""
+        return FitReport(
+            fits=self.fits,
+            reason=self.reason,
+            flash_bytes=self.flash_bytes,
+            flash_capacity_bytes=self.flash_capacity_bytes,
+            sram_bytes=self.sram_bytes,
+            sram_capacity_bytes=self.sram_capacity_bytes,
+        )
 
 
 def deployed_profile(profile: ModelProfile) -> ModelProfile:
@@ -127,31 +142,14 @@ def fit_report(
     return [device_fit(profile, d, dtype=dtype) for d in chosen]
 
 
-def fits_by_profile(
-    fits: Sequence[tuple[str, DeviceFit]],
-) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Per device profile: its :class:`DeviceFit` as a dict, and the excluded profiles.
+def fit_per_profile(fits: Sequence[tuple[str, DeviceFit]]) -> dict[str, dict[str, Any]]:
+    """Per device profile, its :class:`DeviceFit` as a dict (the first device of each profile).
 
-    ``fits`` pairs each device (by profile id, one entry per device) with its
-    fit. The second dict lists the profiles that do not fit: ``{"count",
-    "reason"}``, the shape of ``excluded`` in summary.json.
+    ``fits`` pairs each device (by profile id) with its fit. Which devices were
+    excluded, and why, is the engine's (``fits`` and ``excluded`` in summary.json,
+    from :meth:`tinylarge.sim.context.Context.admit`).
     """
     per_profile: dict[str, dict[str, Any]] = {}
-    excluded: dict[str, dict[str, Any]] = {}
     for profile_id, fit in fits:
         per_profile.setdefault(profile_id, fit.to_dict())
-        if not fit.fits:
-            entry = excluded.setdefault(profile_id, {"count": 0, "reason": fit.reason})
-            entry["count"] += 1
-    return per_profile, excluded
-
-
-def require_any_fit(profile: ModelProfile, devices: Sequence[DeviceProfile], *, what: str) -> None:
-    """Raise a one-line user error, with every device's shortfall, if no device fits ``profile``."""
-    fits = {d.id: device_fit(profile, d) for d in devices}
-    if fits and not any(f.fits for f in fits.values()):
-        detail = "; ".join(f"{k}: {v.reason}" for k, v in sorted(fits.items()))
-        raise TinylargeError(
-            f"{what} fits no device of the topology ({detail}); "
-            "choose a smaller model or prune it (scheme.options.prune)"
-        )
+    return per_profile

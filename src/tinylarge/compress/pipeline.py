@@ -21,9 +21,9 @@ from torch import nn
 from tinylarge.compress.contract import make_contract, write_contract
 from tinylarge.compress.export import export_onnx, export_onnx_int8, onnx_logits
 from tinylarge.compress.quantize import DEFAULT_PERCENTILE
-from tinylarge.compress.train import accuracy
 from tinylarge.models.files import profile_file
 from tinylarge.models.profile import ModelProfile
+from tinylarge.sim.training import accuracy
 
 
 def default_teacher(input_shape: Sequence[int]) -> tuple[str, dict[str, Any]]:

@@ -1,20 +1,27 @@
-"""The training loop every compression step shares: from scratch, distillation, fine-tuning.
+"""Compression's training calls, on the one training loop of :mod:`tinylarge.sim.training`.
 
-One deterministic loop (a seeded generator shuffles, one intra-op thread
-unless asked otherwise) trains a PyTorch module on numpy arrays. What differs
-between the compression steps is plugged in, never branched on:
+Training from scratch, distillation, pruning fine-tuning and quantization-aware
+training are all :func:`tinylarge.sim.training.train_supervised` (which runs
+:func:`~tinylarge.sim.training.run_steps` with the optimizer of
+:func:`~tinylarge.sim.training.make_optimizer`). This module only adapts
+compression's inputs to it:
 
+- :class:`TrainConfig` is a :class:`~tinylarge.sim.training.TrainSettings` with
+  compression's defaults (Adam at 1e-3, batches of 64), a seed and a thread count;
 - the loss: cross-entropy, or Hinton's distillation loss when the teacher's
-  logits are given (:mod:`tinylarge.compress.distill`);
+  logits are given (``ce_weight = 1 - alpha``, ``kd_weight = alpha``;
+  :mod:`tinylarge.compress.distill`);
 - a hook after every optimizer step: magnitude pruning re-applies its masks
   there (:mod:`tinylarge.compress.prune`);
 - the module itself: quantization-aware training passes a module with
   fake-quantizers (:mod:`tinylarge.compress.qat`).
+
+Deterministic: :func:`~tinylarge.sim.training.seeded` seeds torch and the
+shuffling generator from ``seed`` and sets ``threads`` intra-op threads.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,44 +29,44 @@ import numpy as np
 import torch
 from torch import nn
 
-from tinylarge.compress.distill import KDConfig, distillation_loss
+from tinylarge.compress.distill import KDConfig
 from tinylarge.errors import TinylargeError
+from tinylarge.sim import training
+from tinylarge.sim.training import OptimizerName, TrainSettings, accuracy, seeded, tensor
+
+__all__ = ["StepHook", "TrainConfig", "accuracy", "predict_logits", "train_model"]
 
 #: Called after every optimizer step with the model (e.g. to re-apply pruning masks).
 StepHook = Callable[[nn.Module], None]
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    """How to train.
+class TrainConfig(TrainSettings):
+    """How compression trains: :class:`~tinylarge.sim.training.TrainSettings` with
+    compression's defaults, plus the seed and the threads of the call.
 
     Attributes:
-        epochs: passes over the data.
-        batch_size: samples per optimizer step.
-        lr: learning rate.
-        optimizer: ``"sgd"``, ``"momentum"`` (SGD with ``momentum``) or ``"adam"``.
-        momentum: momentum of ``"momentum"``.
-        weight_decay: L2 penalty.
-        seed: seeds initial shuffling (and anything random in the module).
+        batch_size: samples per optimizer step (default 64).
+        lr: learning rate (default 1e-3).
+        optimizer: ``"sgd"``, ``"momentum"`` or ``"adam"`` (default).
+        seed: seeds torch (anything random in the module) and the shuffling.
         threads: intra-op threads (1 keeps results independent of the machine).
-        schedule: ``"constant"`` learning rate, or ``"cosine"`` decay to 0 over
-            all steps (Loshchilov and Hutter, SGDR, https://arxiv.org/abs/1608.03983).
+
+    The other fields (``epochs``, ``momentum``, ``weight_decay``, ``schedule``:
+    ``"constant"`` or ``"cosine"`` decay to 0 over all steps of the call) are
+    :class:`~tinylarge.sim.training.TrainSettings`'.
     """
 
-    epochs: int = 1
     batch_size: int = 64
     lr: float = 1e-3
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
+    optimizer: OptimizerName = "adam"
     seed: int = 0
     threads: int = 1
-    schedule: str = "constant"
 
     def __post_init__(self) -> None:
-        if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0:
+        if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0 or self.threads < 1:
             raise TinylargeError(
-                f"training needs epochs >= 0, batch_size >= 1 and lr > 0, got {self}"
+                f"training needs epochs >= 0, batch_size >= 1, lr > 0 and threads >= 1, got {self}"
             )
         if self.optimizer not in ("sgd", "momentum", "adam"):
             raise TinylargeError(
@@ -67,14 +74,6 @@ class TrainConfig:
             )
         if self.schedule not in ("constant", "cosine"):
             raise TinylargeError(f"unknown schedule {self.schedule!r}; known: constant, cosine")
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    momentum = cfg.momentum if cfg.optimizer == "momentum" else 0.0
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay)
 
 
 def train_model(
@@ -91,70 +90,36 @@ def train_model(
 
     With ``teacher_logits`` (one row per sample of ``x``) the loss is the
     distillation loss of ``kd`` (default :class:`KDConfig`); otherwise
-    cross-entropy on the labels.
+    cross-entropy on the labels. The model is left in eval mode.
     """
     if teacher_logits is not None and len(teacher_logits) != len(x):
         raise ValueError(f"{len(teacher_logits)} teacher logits for {len(x)} samples")
     if len(x) != len(y):
         raise ValueError(f"{len(x)} samples but {len(y)} labels")
-    torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-    xs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    ys = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
-    ts = None if teacher_logits is None else torch.from_numpy(np.ascontiguousarray(teacher_logits))
-    kd_cfg = kd or KDConfig()
-    opt = make_optimizer(model, config)
-    total_steps = config.epochs * math.ceil(len(xs) / config.batch_size)
-    step = 0
-    model.train()
-    last = 0.0
-    for _ in range(config.epochs):
-        order = torch.randperm(len(xs), generator=gen)
-        total, steps = 0.0, 0
-        for i in range(0, len(xs), config.batch_size):
-            idx = order[i : i + config.batch_size]
-            if config.schedule == "cosine":
-                for group in opt.param_groups:
-                    group["lr"] = config.lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
-            step += 1
-            opt.zero_grad(set_to_none=True)
-            out = model(xs[idx])
-            if ts is None:
-                loss = nn.functional.cross_entropy(out, ys[idx])
-            else:
-                loss = distillation_loss(
-                    out, ts[idx], ys[idx], temperature=kd_cfg.temperature, alpha=kd_cfg.alpha
-                )
-            loss.backward()  # type: ignore[no-untyped-call]
-            opt.step()
-            if after_step is not None:
-                after_step(model)
-            total += float(loss.detach())
-            steps += 1
-        last = total / max(steps, 1)
+    gen = seeded(config.seed, threads=config.threads)
+    xs = tensor(np.asarray(x, dtype=np.float32))
+    ys = tensor(np.asarray(y, dtype=np.int64))
+    hinton = kd or KDConfig()
+    distil = teacher_logits is not None
+    stats = training.train_supervised(
+        model,
+        xs,
+        ys,
+        settings=config,
+        gen=gen,
+        teacher=None if teacher_logits is None else tensor(teacher_logits),
+        ce_weight=hinton.ce_weight if distil else 1.0,
+        kd_weight=hinton.kd_weight if distil else 0.0,
+        temperature=hinton.temperature,
+        after_step=None if after_step is None else lambda: after_step(model),
+    )
     model.eval()
-    return last
+    return stats.last_epoch_loss
 
 
-@torch.no_grad()
 def predict_logits(
     model: nn.Module, x: np.ndarray, *, batch_size: int = 1024, threads: int = 1
 ) -> np.ndarray:
-    """float32 logits of ``model`` (eval mode) on ``x``."""
+    """float32 logits of ``model`` (eval mode) on ``x``, on ``threads`` intra-op threads."""
     torch.set_num_threads(threads)
-    model.eval()
-    outs = [
-        model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))).numpy()
-        for i in range(0, len(x), batch_size)
-    ]
-    if not outs:
-        return np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(outs).astype(np.float32)
-
-
-def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
-    """Share of rows of ``logits`` whose argmax is the label."""
-    if len(y) == 0:
-        return 0.0
-    return float(np.mean(np.argmax(logits, axis=1) == y))
+    return training.predict_logits(model, x, batch_size=batch_size)

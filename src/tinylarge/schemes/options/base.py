@@ -44,5 +44,16 @@ def register_options(*names: str) -> Callable[[C], C]:
 
 
 def set_fields(model: BaseModel, *names: str) -> list[str]:
-    """Which of ``names`` the user set in ``model`` (rather than left at their defaults)."""
-    return [n for n in names if n in model.model_fields_set]
+    """Which of ``names`` the user set in ``model`` to something other than their defaults.
+
+    A field spelled out at its default counts as unset: a run directory's config.yaml
+    writes every default, and reading it back (``tinylarge export``, a resume) must not
+    refuse what the user never set.
+    """
+    fields = type(model).model_fields
+    return [
+        n
+        for n in names
+        if n in model.model_fields_set
+        and getattr(model, n) != fields[n].get_default(call_default_factory=True)
+    ]
