@@ -11,9 +11,15 @@ import numpy as np
 import pytest
 import yaml
 from tests.conftest import REPO, small_task
+from tests.schemes._split_clock import (
+    run_under_dropout_outage_and_deadline,
+    straggler_leaves_no_trace,
+)
 
 from tinylarge.config import parse_config
-from tinylarge.schemes._split_task import merge
+from tinylarge.results.rundir import RunDir
+from tinylarge.schemes._split import mix
+from tinylarge.sim.aggregation import Update, weighted_average
 from tinylarge.sim.engine import run_experiment
 from tinylarge.sim.ledger import Ledger
 
@@ -25,11 +31,7 @@ def _run(tmp_path: Path, name: str, cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _weights(run_dir: Path) -> list[np.ndarray]:
-    import pickle
-
-    with (run_dir / "checkpoint.pkl").open("rb") as fh:
-        state = pickle.load(fh)
-    weights: list[np.ndarray] = state["scheme"]["weights"]
+    weights: list[np.ndarray] = RunDir(run_dir).load_checkpoint()["scheme"]["weights"]
     return weights
 
 
@@ -90,13 +92,20 @@ def test_heterogeneous_cuts_per_profile(tmp_path: Path) -> None:
         assert rpi.bytes == mcu.bytes + (32 * 32 + 32) * 4
 
 
-def test_merge_averages_device_copies_next_to_the_server_model() -> None:
+def test_updates_average_device_copies_next_to_the_server_model() -> None:
+    """Each update carries its device-side tensors and the server copy that trained the rest
+    (:func:`mix`), so a layer is averaged over the devices that held it with the server copy
+    standing for the others (the heterogeneous-cut rule of SplitFed), worked out by hand."""
     start = [np.zeros(2, np.float32), np.zeros(2, np.float32), np.array(3)]
     a = [np.ones(2, np.float32), np.full(2, 5.0, np.float32), np.array(4)]
     b = [np.full(2, 3.0, np.float32), np.full(2, 7.0, np.float32), np.array(6)]
     server = [np.full(2, 9.0, np.float32), np.full(2, 11.0, np.float32), np.array(1)]
     # client a holds tensor 0 only, client b tensors 0 and 1 (1 sample vs 3)
-    out = merge(start, [([True, False, False], 1, a), ([True, True, False], 3, b)], server)
+    updates = [
+        Update.full(0, mix(a, server, [True, False, False]), 1),
+        Update.full(1, mix(b, server, [True, True, False]), 3),
+    ]
+    out = weighted_average(updates, base=start)
     np.testing.assert_allclose(out[0], (1 * 1 + 3 * 3) / 4)
     np.testing.assert_allclose(out[1], (1 * 11 + 3 * 7) / 4)  # server copy stands for a
     assert out[2] == 1  # every client trained it on the server: the server's buffer
@@ -165,3 +174,24 @@ def test_v2_agrees_across_backends(tmp_path: Path) -> None:
     assert {k: v for k, v in ray.items() if k not in drop} == {
         k: v for k, v in seq.items() if k not in drop
     }
+
+
+# -- the round clock: dropout, outage, deadline ---------------------------------
+
+
+@pytest.mark.parametrize("variant", ["v1", "v2"])
+def test_fsl_honours_dropout_outage_and_a_deadline(variant: str, tmp_path: Path) -> None:
+    """Dropouts and outages leave the round; a deadline makes stragglers (billed, their
+    update discarded) and ends the device phase, then the server aggregates; metrics,
+    dropped.csv and ledger agree."""
+    run_under_dropout_outage_and_deadline(tmp_path, "fsl", {"variant": variant})
+
+
+@pytest.mark.parametrize("variant", ["v1", "v2"])
+def test_fsl_discards_a_stragglers_update(
+    variant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """V1: its device side and its server copy; V2: also its server-side training, rolled
+    back before the next turn."""
+    scheme = {"name": "fsl", "options": {"variant": variant}}
+    straggler_leaves_no_trace(tmp_path, monkeypatch, scheme, turns=variant == "v2")

@@ -9,22 +9,22 @@ import numpy as np
 import pytest
 import torch
 from tests.conftest import kill_in_round, small_task
+from tests.schemes._split_clock import (
+    run_under_dropout_outage_and_deadline,
+    straggler_leaves_no_trace,
+)
 
 from tinylarge.config import parse_config
 from tinylarge.data import load_dataset
 from tinylarge.errors import TinylargeError
-from tinylarge.models.split import (
-    compress,
-    cut_points,
-    message_bytes,
-    quantize_dequantize_int8,
-    segments,
-)
-from tinylarge.models.zoo import build_model
+from tinylarge.models.cuts import cut_points, segments
+from tinylarge.models.split import compress, message_bytes, quantize_dequantize_int8
+from tinylarge.models.weights import get_weights
+from tinylarge.models.zoo import ModelSpec, build_model
 from tinylarge.schemes._split_task import SplitTask, split_fit
-from tinylarge.sim.client import FitTask, ModelSpec, TrainSettings, fit, get_weights
 from tinylarge.sim.engine import run_experiment
 from tinylarge.sim.ledger import Ledger
+from tinylarge.sim.training import FitTask, TrainSettings, fit
 
 # -- cutting ----------------------------------------------------------------
 
@@ -217,11 +217,6 @@ def test_sl_u_shaped_needs_two_cut_points(tmp_path: Path) -> None:
         _run(tmp_path, "x", scheme={"name": "sl", "options": {"variant": "u-shaped"}})
 
 
-def test_sl_rejects_a_deadline(tmp_path: Path) -> None:
-    with pytest.raises(TinylargeError, match="deadline_s"):
-        _run(tmp_path, "d", scheme={"name": "sl"}, engine={"deadline_s": 10.0})
-
-
 def test_sl_compression_shrinks_uplink_and_keeps_accuracy(tmp_path: Path) -> None:
     fp32 = _run(tmp_path, "f", scheme={"name": "sl"})
     int8 = _run(tmp_path, "i", scheme={"name": "sl", "options": {"compression": "int8"}})
@@ -249,3 +244,17 @@ def test_sl_resumes_after_a_kill_to_the_same_numbers(
     assert {k: v for k, v in resumed.items() if k not in drop} == {
         k: v for k, v in full.items() if k not in drop
     }
+
+
+# -- the round clock: dropout, outage, deadline ---------------------------------
+
+
+@pytest.mark.parametrize("variant", ["label-sharing", "u-shaped"])
+def test_sl_honours_dropout_outage_and_a_deadline(variant: str, tmp_path: Path) -> None:
+    """Turns end in a dropout or an outage; a deadline makes a straggler (its turn billed,
+    rolled back) and no turn starts after it; metrics, dropped.csv and ledger agree."""
+    run_under_dropout_outage_and_deadline(tmp_path, "sl", {"variant": variant})
+
+
+def test_sl_rolls_a_stragglers_turn_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    straggler_leaves_no_trace(tmp_path, monkeypatch, {"name": "sl"}, turns=True)

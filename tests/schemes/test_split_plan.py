@@ -1,8 +1,10 @@
-"""The cut planner: its choice against exhaustive evaluation, fit, outage, CLI."""
+"""The cut planner of sl/fsl (``SplitScheme.plan``): its choice against exhaustive evaluation
+(what the plan predicts is what a run bills), fit, outage, forced cuts, overrides, the CLI."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +16,15 @@ from tinylarge.cli.app import main
 from tinylarge.config import parse_config
 from tinylarge.errors import TinylargeError
 from tinylarge.hardware.catalogue import get_device
+from tinylarge.models.cuts import cut_points, segments
 from tinylarge.models.profiler import profile_model
-from tinylarge.models.split import cut_points, segments
 from tinylarge.models.zoo import build_model
-from tinylarge.orchestration import PLANNERS, Plan, PlanRequest
-from tinylarge.orchestration.base import load_planners
-from tinylarge.orchestration.split_costs import CutEstimate, choose
-from tinylarge.sim.engine import run_experiment
+from tinylarge.results.rundir import RunDir
+from tinylarge.schemes._split_costs import CutEstimate, choose
+from tinylarge.schemes.base import Plan, PlanRequest
+from tinylarge.sim.context import Context
+from tinylarge.sim.engine import build_scheme, run_experiment
 from tinylarge.sim.ledger import Ledger
-
-load_planners()
 
 EXAMPLE = REPO / "examples" / "splitfed_mcu.yaml"
 DIGITS = {"dataset": "digits", "subset": 200, "partition": {"name": "iid"}}
@@ -52,8 +53,8 @@ def one_device(
 
 
 def plan(cfg: dict[str, Any], **request: Any) -> Plan:
-    config = parse_config(cfg)
-    return PLANNERS[config.scheme.name](PlanRequest(config=config, **request))
+    """What ``tinylarge plan`` prints: the configured scheme's plan, before any set-up."""
+    return build_scheme(Context(parse_config(cfg))).plan(PlanRequest(**request))
 
 
 CNN16 = {"name": "cnn-tiny", "options": {"width": 16}}
@@ -147,13 +148,18 @@ def test_never_chooses_a_cut_that_does_not_fit_even_when_it_is_fastest(data_dir:
     assert chosen["latency_s"] == min(r["latency_s"] for r in rows if r["fits"])
 
 
-def _estimate(cut: int, latency: float, energy: float, fits: bool, outage: bool) -> CutEstimate:
+def _estimate(
+    cut: int, latency: float, energy: float, fits: bool, outage: bool, compute_s: float = 0.0
+) -> CutEstimate:
     return CutEstimate(
         device="d", link="l", distance_m=1.0, cut=cut, layer="", train_memory_bytes=0,
-        sram_bytes=0, fits=fits, reason=None, outage=outage, device_compute_s=0.0,
+        sram_bytes=0, fits=fits, reason=None, outage=outage, device_compute_s=compute_s,
         server_s=0.0, airtime_s=0.0, latency_s=latency, energy_j=energy, bytes_up=0,
         bytes_down=0, bytes=0, bytes_per_batch=0, leakage=None,
     )  # fmt: skip
+
+
+INF = math.inf
 
 
 @pytest.mark.parametrize(
@@ -164,11 +170,16 @@ def _estimate(cut: int, latency: float, energy: float, fits: bool, outage: bool)
         ([(1, 3.0, 1.0, True, False), (2, 1.0, 0.5, False, False)], "latency", 1),
         ([(1, 3.0, 1.0, True, True), (2, 4.0, 2.0, True, False)], "latency", 2),
         ([(1, 2.0, 1.0, True, False), (2, 2.0, 1.0, True, False)], "latency", 1),
-        ([(1, 1.0, 1.0, False, False), (2, 1.0, 1.0, True, True)], "energy", None),
+        ([(1, 1.0, 1.0, False, False), (2, 1.0, 1.0, False, False)], "latency", None),
+        # a link in outage: every fitting cut's round is infinite, ranked by computation alone
+        ([(1, 1.0, 1.0, False, True), (2, INF, 3.0, True, True, 2.0)], "energy", 2),
+        ([(1, INF, 2.0, True, True, 2.0), (2, INF, 1.0, True, True, 1.0)], "latency", 2),
+        ([(1, INF, 2.0, True, True, 2.0), (2, INF, 1.0, True, True, 1.0)], "energy", 2),
+        ([(1, INF, 1.0, True, True, 1.0), (2, INF, 2.0, True, True, 2.0)], "latency", 1),
     ],
 )
 def test_choose_is_the_argmin_over_fitting_cuts(
-    table: list[tuple[int, float, float, bool, bool]], objective: str, expected: int | None
+    table: list[tuple[Any, ...]], objective: str, expected: int | None
 ) -> None:
     best = choose([_estimate(*row) for row in table], objective)  # type: ignore[arg-type]
     assert (best.cut if best else None) == expected
@@ -177,17 +188,29 @@ def test_choose_is_the_argmin_over_fitting_cuts(
 def test_no_fitting_cut_excludes_the_device_and_none_left_is_an_error(tmp_path: Path) -> None:
     cfg = one_device(CNN16, "nrf52840", "ble-2m", batch=64)
     assert not any(r["chosen"] for r in plan(cfg).rows)
-    with pytest.raises(TinylargeError, match=r"no device can train.*nrf52840: no cut fits"):
+    with pytest.raises(
+        TinylargeError, match=r"no device of the topology can train.*nrf52840: no cut fits"
+    ):
         run_experiment(parse_config(cfg), out=tmp_path / "x", progress=False)
 
 
-def test_a_device_whose_link_is_in_outage_is_excluded(tmp_path: Path) -> None:
+def test_a_device_whose_link_is_in_outage_drops_out_of_every_round(tmp_path: Path) -> None:
+    """As in every scheme: the device is admitted (its device side fits) and the round clock
+    drops it (``outage``) in every round its link is in outage, before anything is billed."""
     cfg = small_task(scheme={"name": "fsl"})
     cfg["topology"]["devices"][1]["distance_m"] = 5000  # stm32h743 over BLE, far out of range
-    rows = [r for r in plan(parse_config(cfg).model_dump()).rows if r["device"] == "stm32h743"]
-    assert all(r["outage"] and not r["chosen"] for r in rows)
+    p = plan(cfg)
+    rows = [r for r in p.rows if r["device"] == "stm32h743"]
+    assert all(r["outage"] and r["latency_s"] == math.inf for r in rows)
+    (chosen,) = (r for r in rows if r["chosen"])
+    assert chosen["fits"]
+    assert any("stm32h743" in n and "in outage" in n for n in p.notes)
     s = run_experiment(parse_config(cfg), out=tmp_path / "o", progress=False)
-    assert "outage" in s["excluded"]["stm32h743"]["reason"]
+    assert s["excluded"] == {}
+    assert s["cuts"]["stm32h743"]["outage"]
+    assert s["cuts"]["stm32h743"]["planned_latency_s"] is None
+    rows = RunDir(tmp_path / "o").read_metrics()
+    assert [r["dropped_reasons"] for r in rows] == ["outage:2"] * len(rows)
     assert not Ledger.from_csv(tmp_path / "o" / "ledger.csv").select(profile="stm32h743")
 
 

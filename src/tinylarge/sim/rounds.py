@@ -26,7 +26,8 @@ config field means the same thing in every scheme:
   training) last. The round's latency is pre + device phase + post.
 
 The device phase ends when the last participant still in the round is done (or
-at the deadline if a straggler was cut). Dropped devices do not hold it up.
+at the deadline if a straggler was cut). Dropped devices do not hold it up, except
+in a turn-based round, which ends no earlier than its last turn.
 
 Every event is billed to the ledger with its start on this clock (``at_s``), so
 a round's latency can be re-derived from its events; tests do exactly that.
@@ -425,7 +426,9 @@ class Round:
     # -- the end -----------------------------------------------------------------------------
     def _close_devices(self) -> None:
         still = [self.clock_s(c) for c in self.participants if c.id not in self.dropped]
-        end = max(still, default=0.0)
+        # a turn-based round ends no earlier than its last turn (one that ended in a dropout
+        # after its download still held the server)
+        end = max([*still, self._turn_free_s])
         if self.deadline_s is not None and "straggler" in self.dropped.values():
             end = self.deadline_s
         self._device_end_s = end
