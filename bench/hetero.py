@@ -63,7 +63,7 @@ from tinylarge.sim.context import Context
 from tinylarge.sim.engine import run_experiment
 from tinylarge.sim.ledger import Ledger
 
-DEVICES = [
+DEVICES: list[dict[str, Any]] = [
     {"profile": "stm32h743", "count": 4, "link": "ble-2m", "distance_m": 8},
     {"profile": "stm32f746", "count": 2, "link": "ble-2m", "distance_m": 8},
     {"profile": "rpi4", "count": 4, "link": "wifi6", "distance_m": 15},
@@ -197,17 +197,18 @@ def validation_dataset(name: str, *, subset: int, seed: int) -> Dataset:
 @contextlib.contextmanager
 def validation_split() -> Iterator[None]:
     """Within this block, runs evaluate on :func:`validation_dataset` instead of the test set."""
-    original = tinylarge.sim.context.load_dataset
+    module: Any = tinylarge.sim.context  # the context's data loader, swapped for this block
+    original = module.load_task_data
 
     def load(name: str, *, data_dir: Any = None, subset: int | None = None, seed: int = 0) -> Any:
         assert subset is not None, "the validation split needs --subset"
-        return validation_dataset(name, subset=subset, seed=seed)
+        return validation_dataset(name, subset=subset, seed=seed), None
 
-    tinylarge.sim.context.load_dataset = load  # type: ignore[assignment]
+    module.load_task_data = load
     try:
         yield
     finally:
-        tinylarge.sim.context.load_dataset = original
+        module.load_task_data = original
 
 
 def fedavg_train_samples(cfg_dict: dict[str, Any], ledger: Ledger) -> int:

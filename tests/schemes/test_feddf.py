@@ -58,9 +58,9 @@ def test_ensemble_consensus_is_the_sample_weighted_mean_of_device_logits() -> No
     seen: list[Any] = []
     original = scheme.server_round
 
-    def spy(rnd: int, arrived: list[Any]) -> float:
+    def spy(rd: Any, arrived: list[Any]) -> None:
         seen.extend(arrived)
-        return original(rnd, arrived)
+        original(rd, arrived)
 
     scheme.server_round = spy  # type: ignore[method-assign]
     scheme.run_round(0)
@@ -86,14 +86,17 @@ def test_a_device_whose_flash_cannot_hold_the_public_set_is_excluded(data_dir: P
             },
         )
     )
-    scheme = build_scheme(Context(cfg))
+    ctx = Context(cfg)
+    scheme = build_scheme(ctx)
     assert isinstance(scheme, FedDF)
     scheme.setup()
     assert scheme.public_bytes == 1000 * 28 * 28 * 2  # float16 images
-    mcu = scheme.fits["stm32f446re"]
+    verdicts = {c.profile.id: ctx.verdicts[c.id] for c in ctx.clients}
+    mcu = verdicts["stm32f446re"]
     assert not mcu.fits
     assert mcu.reason is not None
     assert "public set" in mcu.reason
     assert mcu.sram_bytes <= mcu.sram_capacity_bytes  # the model itself would train there
-    assert scheme.fits["rpi4"].fits
+    assert verdicts["rpi4"].fits
     assert [c.profile.id for c in scheme.pool] == ["rpi4"]
+    assert ctx.fits_summary()["excluded"]["stm32f446re"]["reason"] == mcu.reason

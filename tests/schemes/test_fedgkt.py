@@ -13,10 +13,14 @@ from tests.conftest import small_task
 from tinylarge.config import parse_config
 from tinylarge.errors import TinylargeError
 from tinylarge.models.profiler import profile_model
-from tinylarge.sim.client import ModelSpec
+from tinylarge.models.weights import get_weights
+from tinylarge.models.zoo import ModelSpec
+from tinylarge.schemes._gkt import cut_of, server_settings, train_server
+from tinylarge.schemes.options.transfer import FedGKTOptions
 from tinylarge.sim.context import Context
 from tinylarge.sim.engine import run_experiment
 from tinylarge.sim.ledger import Ledger
+from tinylarge.sim.training import make_optimizer
 
 
 def gkt(**options: Any) -> dict[str, Any]:
@@ -131,25 +135,37 @@ def test_extractor_averaging_sends_the_extractor_both_ways(tmp_path: Path) -> No
 
 
 def _server_run(kd_weight: float, device_logits: torch.Tensor) -> list[np.ndarray]:
-    from tinylarge.schemes._gkt import ServerSettings, server_optimizer, train_server
-    from tinylarge.sim.client import get_weights
-
-    settings = ServerSettings(
-        optimizer="adam",
-        lr=1e-3,
-        weight_decay=1e-4,
-        batch_size=16,
-        epochs=2,
-        kd_weight=kd_weight,
-        temperature=3.0,
-    )
+    options = FedGKTOptions(server_epochs=2, server_batch_size=16, server_kd_weight=kd_weight)
     torch.manual_seed(0)
     model = ModelSpec("mlp", (8,), 3, {"hidden": 16}).build()
     feats = torch.randn(40, 8, generator=torch.Generator().manual_seed(1))
     labels = torch.arange(40) % 3
-    opt = server_optimizer(model, settings)
-    train_server(model, opt, feats, labels, device_logits, settings=settings, gen=torch.Generator())
+    opt = make_optimizer(model, server_settings(options))
+    train_server(model, opt, feats, labels, device_logits, options=options, gen=torch.Generator())
     return get_weights(model)
+
+
+def test_server_optimizers_are_the_reference_implementations() -> None:
+    """FedML fedgkt: Adam with AMSGrad, or SGD with Nesterov momentum 0.9; weight decay 1e-4."""
+    model = ModelSpec("mlp", (8,), 3, {"hidden": 16}).build()
+    adam = make_optimizer(model, server_settings(FedGKTOptions()))
+    assert isinstance(adam, torch.optim.Adam)
+    assert adam.defaults["amsgrad"] is True
+    assert adam.defaults["lr"] == 1e-3
+    assert adam.defaults["weight_decay"] == 1e-4
+    sgd = make_optimizer(model, server_settings(FedGKTOptions(server_optimizer="sgd")))
+    assert isinstance(sgd, torch.optim.SGD)
+    assert (sgd.defaults["momentum"], sgd.defaults["nesterov"]) == (0.9, True)
+
+
+def test_extractor_layers_must_be_a_cut_point() -> None:
+    """The device model is cut where models/cuts.py allows it: never inside a layer group."""
+    spec = ModelSpec("cnn-tiny", (1, 8, 8), 10, {"width": 4})
+    model = spec.build()  # Conv, ReLU, Pool, Conv, ReLU, Pool, Flatten, Linear
+    assert cut_of(model, spec, None) == 3  # the first conv stage, as FedGKT's ResNet-8
+    assert cut_of(model, spec, 2) == 2
+    with pytest.raises(TinylargeError, match=r"extractor_layers.*2, 3, 5, 6.*got 1"):
+        cut_of(model, spec, 1)  # between the convolution and its ReLU
 
 
 def test_server_distillation_to_the_devices_logits_is_weighted_by_server_kd_weight() -> None:

@@ -20,13 +20,19 @@ import numpy as np
 import pytest
 import torch
 from tests.conftest import small_task
+from tests.sim.test_clock import check_one_clock
 
 from tinylarge.config import ConfigError, parse_config
+from tinylarge.data.text import TEXT_HASH_FEATURES, hashed_bag_of_words
 from tinylarge.errors import TinylargeError
 from tinylarge.hardware.catalogue import get_device
+from tinylarge.hardware.cost import total_cost
 from tinylarge.hardware.fit import check_fit
 from tinylarge.models import foundation as fm
+from tinylarge.models import foundation_profile as fp
 from tinylarge.models.memory import training_memory_bytes
+from tinylarge.results.rundir import RunDir
+from tinylarge.schemes.options import scheme_options
 from tinylarge.sim.context import Context
 from tinylarge.sim.engine import run_experiment
 
@@ -37,7 +43,7 @@ needs_ffm = pytest.mark.skipif(
     not HAS_FFM, reason=f"needs the ffm extra (transformers, peft, the model): {fm.INSTALL_HINT}"
 )
 HAS_RAY = importlib.util.find_spec("ray") is not None
-SPEC = fm.FoundationSpec(num_classes=6, max_length=64)
+SPEC = fp.FoundationSpec(num_classes=6, max_length=64)
 
 
 def text_task(data_dir: Path, **overrides: Any) -> dict[str, Any]:
@@ -77,7 +83,7 @@ def text_task(data_dir: Path, **overrides: Any) -> dict[str, Any]:
 @needs_ffm
 def test_minilm_shape_is_the_packaged_model() -> None:
     config = json.loads((fm.model_dir() / "config.json").read_text())
-    s = fm.MINILM_L6
+    s = fp.MINILM_L6
     assert (s.vocab_size, s.hidden, s.layers, s.heads) == (
         config["vocab_size"],
         config["hidden_size"],
@@ -96,14 +102,14 @@ def test_analytic_profile_matches_the_real_model() -> None:
     """Parameters, trainable parameters and MACs against the module and torch's flop counter."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    spec = fm.FoundationSpec(num_classes=5, rank=4, targets=("query", "key", "output"))
+    spec = fp.FoundationSpec(num_classes=5, rank=4, targets=("query", "key", "output"))
     model = fm.LoraClassifier(spec)
     model.encoder.base_model.model.set_attn_implementation("eager")  # matmuls the counter sees
     model.eval()
     for text in ("open port 22", "create a flow from host h1 to switch s2 with at least 1 Gbps"):
         batch = model.tokenize([text])
         tokens = int(batch["input_ids"].shape[1])
-        prof = fm.foundation_profile(spec, tokens=tokens)
+        prof = fp.foundation_profile(spec, tokens=tokens)
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             model(batch)
         assert prof.macs == counter.get_total_flops() // 2
@@ -112,7 +118,7 @@ def test_analytic_profile_matches_the_real_model() -> None:
 
 
 def test_lora_memory_and_fit_by_device_class() -> None:
-    prof = fm.foundation_profile(SPEC, tokens=64, train_batch_size=16)
+    prof = fp.foundation_profile(SPEC, tokens=64, train_batch_size=16)
     full = (prof.params - prof.extra["trainable_params"]) * 4
     assert prof.flash_bytes == prof.params * 4
     # training only the adapters needs far less memory than training every weight with Adam
@@ -135,43 +141,44 @@ def test_lora_memory_and_fit_by_device_class() -> None:
         assert "flash" in report.reason
 
 
-def test_lora_training_cost_is_one_forward_and_a_light_backward() -> None:
+def test_lora_training_work_is_one_forward_and_a_light_backward() -> None:
     device = get_device("rpi4")
     steps = [(20, 16), (32, 16), (20, 4)]
-    cost = fm.lora_training_cost(SPEC, device, steps=steps, batch_size=16)
+    cost = total_cost(fp.lora_train_work(SPEC, steps=steps, batch_size=16), device)
     expected = 0
     for tokens, n in steps:
-        prof = fm.foundation_profile(SPEC, tokens=tokens, train_batch_size=16)
+        prof = fp.foundation_profile(SPEC, tokens=tokens, train_batch_size=16)
         factor = 1 + prof.extra["trainable_macs"] / prof.macs
         assert 1.0 < factor < 1.05
         expected += round((1 + factor) * prof.macs * n)
     assert cost.macs == expected
     assert math.isclose(cost.energy_j, cost.latency_s * device.active_power_w)
-    longer = fm.lora_training_cost(SPEC, device, steps=[(64, 16)], batch_size=16)
+    longer = total_cost(fp.lora_train_work(SPEC, steps=[(64, 16)], batch_size=16), device)
     assert (
-        longer.macs > 2 * fm.lora_training_cost(SPEC, device, steps=[(32, 16)], batch_size=16).macs
+        longer.macs
+        > 2 * total_cost(fp.lora_train_work(SPEC, steps=[(32, 16)], batch_size=16), device).macs
     )
 
 
 def test_rank_zero_is_the_frozen_model_with_a_trainable_head() -> None:
-    frozen = fm.FoundationSpec(num_classes=6, max_length=64, rank=0)
-    p0 = fm.foundation_profile(frozen, tokens=64, train_batch_size=16)
-    p8 = fm.foundation_profile(SPEC, tokens=64, train_batch_size=16)
+    frozen = fp.FoundationSpec(num_classes=6, max_length=64, rank=0)
+    p0 = fp.foundation_profile(frozen, tokens=64, train_batch_size=16)
+    p8 = fp.foundation_profile(SPEC, tokens=64, train_batch_size=16)
     assert p0.extra["trainable_params"] == 384 * 6 + 6
     assert p0.params == p8.params - p8.extra["trainable_params"] + 384 * 6 + 6
     assert p0.train_memory_bytes < p8.train_memory_bytes
     # no backward pass through the encoder: training costs little more than a forward pass
-    assert 0 < fm.backward_factor(frozen, p0) < 0.01 < 1 < fm.backward_factor(SPEC, p8)
+    assert 0 < fp.backward_factor(frozen, p0) < 0.01 < 1 < fp.backward_factor(SPEC, p8)
     device = get_device("galaxy-s24")
     steps = [(64, 16)]
-    c0 = fm.lora_training_cost(frozen, device, steps=steps, batch_size=16)
-    c8 = fm.lora_training_cost(SPEC, device, steps=steps, batch_size=16)
+    c0 = total_cost(fp.lora_train_work(frozen, steps=steps, batch_size=16), device)
+    c8 = total_cost(fp.lora_train_work(SPEC, steps=steps, batch_size=16), device)
     assert c0.macs < 0.55 * c8.macs
 
 
 @needs_ffm
 def test_rank_zero_classifier_trains_only_its_head() -> None:
-    model = fm.LoraClassifier(fm.FoundationSpec(num_classes=3, rank=0))
+    model = fm.LoraClassifier(fp.FoundationSpec(num_classes=3, rank=0))
     assert [p.shape for p in model.trainable()] == [(3, 384), (3,)]
     model.train()
     assert model.head.training
@@ -180,7 +187,7 @@ def test_rank_zero_classifier_trains_only_its_head() -> None:
 
 def test_hashed_bag_of_words_is_stable_and_normalized() -> None:
     texts = ["Block port 80 on s1", "block PORT 80 on s1", ""]
-    x = fm.hashed_bag_of_words(texts, num_features=256)
+    x = hashed_bag_of_words(texts, num_features=256)
     assert x.dtype == np.float32
     assert x.shape == (3, 256)
     assert np.array_equal(x[0], x[1])  # case-insensitive
@@ -189,7 +196,7 @@ def test_hashed_bag_of_words_is_stable_and_normalized() -> None:
     # 5 words, 4 bigrams: 9 terms (crc32 buckets, no Python hash salt)
     assert (x[0] > 0).sum() <= 9
     with pytest.raises(TinylargeError):
-        fm.hashed_bag_of_words(texts, num_features=0)
+        hashed_bag_of_words(texts, num_features=0)
 
 
 # -- text tasks in the engine ----------------------------------------------------------------
@@ -210,7 +217,7 @@ def test_text_task_gives_tiny_models_hashed_features(data_dir: Path, tmp_path: P
     ctx = Context(cfg)
     assert ctx.text_dataset is not None
     assert ctx.text_dataset.name == "ibn-nlu"
-    assert ctx.dataset.input_shape == (fm.TEXT_HASH_FEATURES,)
+    assert ctx.dataset.input_shape == (TEXT_HASH_FEATURES,)
     assert ctx.dataset.num_train == len(ctx.text_dataset.texts_train) == 240
     summary = run_experiment(cfg, out=tmp_path / "run", progress=False)
     assert summary["accuracy"] > 0.5  # chance is 1/6
@@ -222,8 +229,12 @@ def test_unknown_dataset_lists_text_datasets() -> None:
 
 
 def test_ffm_needs_a_text_task(tmp_path: Path) -> None:
+    """Refused at validation (``tinylarge validate``) with one line naming the field."""
     cfg = parse_config(small_task(scheme={"name": "ffm"}))
-    with pytest.raises(TinylargeError, match="needs a text task"):
+    with pytest.raises(ConfigError, match=r"^config: task\.dataset: .*needs a text dataset") as exc:
+        scheme_options(cfg)
+    assert len(str(exc.value).splitlines()) == 1
+    with pytest.raises(ConfigError, match="needs a text dataset"):
         run_experiment(cfg, out=tmp_path / "run", progress=False)
 
 
@@ -238,7 +249,7 @@ def test_ffm_options_are_checked(data_dir: Path) -> None:
     cfg = text_task(data_dir)
     cfg["scheme"]["options"]["lora_targets"] = ["query", "ffn"]
     with pytest.raises(ConfigError, match="lora_targets"):
-        parse_config(cfg)
+        scheme_options(parse_config(cfg))
 
 
 def test_missing_extra_names_its_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -294,3 +305,44 @@ def test_ffm_contract(data_dir: Path, tmp_path: Path) -> None:
         cfg, out=tmp_path / "b", backend="ray" if HAS_RAY else "sequential", progress=False
     )
     assert reproducible(again) == reproducible(first)
+
+
+@needs_ffm
+def test_ffm_dropout_outage_and_deadline_on_one_clock(data_dir: Path, tmp_path: Path) -> None:
+    """LoRA devices and student devices share one round clock: a student board beyond
+    Bluetooth's range is in outage, a LoRA Pi on NB-IoT (its adapters take 33 s to download
+    there) straggles past the deadline, dropouts leave; metrics.csv and the ledger agree."""
+    deadline_s = 5.0
+    cfg = text_task(
+        data_dir,
+        task={"dataset": "ibn-nlu", "subset": 120, "data_dir": str(data_dir)},
+        topology={
+            "server": {"profile": "jetson-orin-nano"},
+            "devices": [
+                {"profile": "galaxy-s24", "count": 2, "link": "nr-sub6"},
+                {"profile": "rpi4", "count": 1, "link": "nb-iot"},
+                {"profile": "stm32h743", "count": 1, "link": "ble-2m"},
+                {"profile": "stm32h743", "count": 1, "link": "ble-2m", "distance_m": 5000.0},
+            ],
+        },
+        scheme={
+            "name": "ffm",
+            "options": {
+                "max_length": 16,
+                "lora_rank": 2,
+                "public_fraction": 0.2,
+                "distill_epochs": 1,
+                "frozen_baseline": False,
+            },
+        },
+        engine={"dropout_prob": 0.2, "deadline_s": deadline_s},
+    )
+    summary = run_experiment(parse_config(cfg), out=tmp_path / "r", progress=False)
+    assert summary["roles"] == {"galaxy-s24": "lora", "rpi4": "lora", "stm32h743": "student"}
+    check_one_clock(tmp_path / "r", summary, deadline_s)
+    left = RunDir(tmp_path / "r").read_dropped()
+    assert {why for _, _, why in left} == {"dropout", "outage", "straggler"}
+    assert {node for _, node, why in left if why == "outage"} == {"client-4"}
+    assert {node for _, node, why in left if why == "straggler"} == {"client-2"}
+    reasons = [r["dropped_reasons"] for r in RunDir(tmp_path / "r").read_metrics()]
+    assert reasons == ["outage:1 straggler:1", "dropout:2 outage:1"]

@@ -10,12 +10,14 @@ from tests.conftest import small_task
 
 from tinylarge.config import parse_config
 from tinylarge.hardware.catalogue import get_device
-from tinylarge.schemes._kd import profile_spec
+from tinylarge.models.profiler import profile_model
+from tinylarge.models.weights import get_weights
+from tinylarge.models.zoo import ModelSpec
 from tinylarge.schemes.fml import MutualTask, mutual_client
-from tinylarge.sim.client import FitTask, ModelSpec, TrainSettings, fit, get_weights
 from tinylarge.sim.context import Context
 from tinylarge.sim.engine import run_experiment
 from tinylarge.sim.ledger import Ledger
+from tinylarge.sim.training import FitTask, TrainSettings, fit
 
 
 def fml(**options: Any) -> dict[str, Any]:
@@ -44,7 +46,9 @@ def test_only_the_shared_model_travels(tmp_path: Path) -> None:
 def test_a_device_must_hold_both_models_training_memory(tmp_path: Path) -> None:
     mcu = get_device("stm32f746")
     spec = ModelSpec("mlp", (1, 8, 8), 10, {"hidden": [150, 150]})
-    alone = profile_spec(spec, batch_size=16, optimizer="sgd").train_memory_bytes
+    alone = profile_model(
+        spec.build(), input_shape=spec.input_shape, train_batch_size=16, optimizer="sgd"
+    ).train_memory_bytes
     assert alone is not None
     assert alone <= mcu.sram_bytes < 2 * alone  # either model fits alone, not both
     choice = {"name": "mlp", "options": {"hidden": [150, 150]}}

@@ -1,4 +1,8 @@
-"""Federated transfer learning: per-tensor averaging, per-profile parts, incremental syncs."""
+"""Federated transfer learning: per-tensor averaging, per-profile parts, incremental syncs.
+
+Also the knowledge-transfer family's round-clock and resume tests (TL, FTL, FedGKT,
+FedDF, FML; FFM has its own in test_ffm.py, on a text task).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,15 @@ from typing import Any
 import numpy as np
 import pytest
 from tests.conftest import kill_in_round, small_task
+from tests.sim.test_clock import check_one_clock
 
 from tinylarge.config import parse_config
+from tinylarge.models.zoo import ModelSpec
+from tinylarge.results.rundir import RunDir
 from tinylarge.schemes import SCHEMES
 from tinylarge.schemes._parts import PartResult, candidate_parts
-from tinylarge.schemes.ftl import average_parts
-from tinylarge.sim.client import ModelSpec
+from tinylarge.schemes.ftl import part_update
+from tinylarge.sim.aggregation import weighted_average
 from tinylarge.sim.engine import run_experiment
 from tinylarge.sim.ledger import Ledger
 
@@ -36,18 +43,19 @@ def mixed_fleet(**scheme: Any) -> dict[str, Any]:
     )
 
 
-def test_average_parts_weights_each_tensor_by_the_devices_that_trained_it() -> None:
+def test_parts_average_each_tensor_over_the_devices_that_trained_it() -> None:
     keys = ["a", "b", "n"]
     weights = [np.zeros(2, np.float32), np.ones(2, np.float32), np.array(3)]
     results = [
         PartResult(0, {"a": np.full(2, 1.0, np.float32), "n": np.array(5)}, 1, 0.0),
         PartResult(1, {"a": np.full(2, 4.0, np.float32), "n": np.array(4)}, 3, 0.0),
     ]
-    out, changed = average_parts(weights, keys, results)
+    updates = [part_update(keys, r) for r in results]
+    assert [t is None for t in updates[0].tensors] == [False, True, False]
+    out = weighted_average(updates, base=weights)
     np.testing.assert_allclose(out[0], [3.25, 3.25])  # (1 * 1 + 3 * 4) / 4
     np.testing.assert_array_equal(out[1], weights[1])  # nobody trained it
     assert int(out[2]) == 5  # integer buffers take the maximum
-    assert changed == {"a", "n"}
 
 
 def test_each_profile_trains_the_part_that_fits_and_uploads_only_it(tmp_path: Path) -> None:
@@ -107,3 +115,32 @@ def test_resume_after_a_kill_reaches_the_same_numbers(
     assert {k: v for k, v in resumed.items() if k not in drop} == {
         k: v for k, v in full.items() if k not in drop
     }
+
+
+#: A board beyond Bluetooth's range (its link is in outage in every round) and a Pi on
+#: NB-IoT (1.6 s of air-interface latency per transfer: the deadline cuts it).
+UNREACHABLE = {"profile": "stm32h743", "count": 1, "link": "ble-2m", "distance_m": 5000.0}
+SLOW = {"profile": "rpi4", "count": 1, "link": "nb-iot"}
+#: Between the other devices' rounds (well under a second here) and the NB-IoT Pi's.
+DEADLINE_S = 1.5
+
+
+@pytest.mark.parametrize("scheme", ["tl", "ftl", "fedgkt", "feddf", "fml"])
+def test_dropout_outage_and_deadline_on_one_clock(scheme: str, tmp_path: Path) -> None:
+    """Every participant leaves for its reason (dropout, outage, straggler), metrics.csv says
+    so, and each round's latency is what the ledger's events (with their starts) imply."""
+    task = small_task(
+        scheme={"name": scheme},
+        training={"rounds": 2},
+        engine={"dropout_prob": 0.2, "deadline_s": DEADLINE_S},
+    )
+    task["topology"]["devices"] = [*task["topology"]["devices"], UNREACHABLE, SLOW]
+    summary = run_experiment(parse_config(task), out=tmp_path / "r", progress=False)
+    check_one_clock(tmp_path / "r", summary, DEADLINE_S)
+    left = RunDir(tmp_path / "r").read_dropped()
+    assert {why for _, _, why in left} == {"dropout", "outage", "straggler"}
+    assert {node for _, node, why in left if why == "outage"} == {"client-4"}
+    assert {node for _, node, why in left if why == "straggler"} == {"client-5"}
+    reasons = " ".join(r["dropped_reasons"] for r in RunDir(tmp_path / "r").read_metrics())
+    assert "outage:1" in reasons
+    assert "straggler:1" in reasons

@@ -11,12 +11,14 @@ from tests.conftest import small_task
 from tinylarge.config import parse_config
 from tinylarge.hardware.catalogue import get_device
 from tinylarge.models.profiler import profile_model
-from tinylarge.schemes._kd import hold_out
+from tinylarge.models.weights import get_weights, nbytes
+from tinylarge.models.zoo import ModelSpec
+from tinylarge.schemes._device_models import hold_out
 from tinylarge.schemes._parts import PartTask, candidate_parts, choose_part, train_part
-from tinylarge.sim.client import ModelSpec, TrainSettings, get_weights
-from tinylarge.sim.context import Context, weights_nbytes
-from tinylarge.sim.engine import run_experiment
+from tinylarge.sim.context import Context
+from tinylarge.sim.engine import build_scheme, run_experiment
 from tinylarge.sim.ledger import Ledger
+from tinylarge.sim.training import TrainSettings
 
 CNN = ModelSpec("cnn-tiny", (1, 28, 28), 10, {"width": 8})
 
@@ -25,13 +27,17 @@ def test_parts_shrink_from_all_to_head_and_head_memory_matches_a_hand_count() ->
     parts = candidate_parts(CNN, batch_size=32, optimizer="sgd")
     names = [p.name for p in parts]
     assert names == ["all", "from-3", "head", "bias"]
+    # suffixes start at a cut (models/cuts.py): after the first conv stage's pooling, and the
+    # head after the second's, so the head is Flatten + Linear (never a cut after a view)
+    assert [p.cut for p in parts] == [0, 3, 6, None]
     suffixes = parts[:3]
     assert [p.trainable_params for p in suffixes] == sorted(
         (p.trainable_params for p in suffixes), reverse=True
     )
     assert suffixes[0].memory_bytes > suffixes[1].memory_bytes > suffixes[2].memory_bytes
-    # head = Linear(16*7*7 -> 10) behind the frozen prefix: weights + grads (SGD), the batch of
-    # input features and of logits, plus the prefix's peak inference SRAM at fp32
+    # head = Flatten + Linear(16*7*7 -> 10) behind the frozen prefix: weights + grads (SGD), the
+    # batch of input features (Flatten is a view: no buffer of its own) and of logits, plus the
+    # prefix's peak inference SRAM at fp32
     head, features, batch = parts[2], 16 * 7 * 7, 32
     params = features * 10 + 10
     assert head.trainable_params == params
@@ -100,7 +106,7 @@ def test_hold_out_keeps_server_data_off_devices() -> None:
 def test_tl_ships_the_model_once_and_keeps_fine_tuned_models_on_devices(tmp_path: Path) -> None:
     cfg = parse_config(small_task(scheme={"name": "tl", "options": {"pretrain_epochs": 3}}))
     summary = run_experiment(cfg, out=tmp_path / "r", progress=False)
-    size = weights_nbytes(get_weights(Context(cfg).spec.build()))
+    size = nbytes(get_weights(Context(cfg).spec.build()))
     devices, rounds = cfg.topology.num_devices, cfg.training.rounds
     assert summary["bytes_down"] == devices * size  # the pre-trained model, once each
     assert summary["bytes_up"] == devices * rounds * 8  # loss + sample count per round
@@ -132,15 +138,15 @@ def test_knowledge_transfer_examples_set_up(
 ) -> None:
     """Each example validates, loads its data and finds devices that can take part."""
     from tinylarge.config import load_config
-    from tinylarge.sim.engine import build_scheme
 
     monkeypatch.setenv("TINYLARGE_DATA", str(data_dir))
     cfg = load_config(Path(__file__).parents[2] / "examples" / f"{name}.yaml")
     assert cfg.scheme.name == name.split("_")[0]
-    scheme = build_scheme(Context(cfg))
+    ctx = Context(cfg)
+    scheme = build_scheme(ctx)
     scheme.setup()
     extras = scheme.summary_extras()
-    assert any(extras["fits"].values())
+    assert any(ctx.fits_summary()["fits"].values())
     if name.startswith(("tl", "ftl")):
         # the 320 KiB F746 adapts only a part of the CNN; the others train all of it
         assert extras["parts"]["stm32f746"]["part"] not in ("all", None)

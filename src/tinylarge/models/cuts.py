@@ -101,9 +101,10 @@ def as_chain(model: nn.Module, *, name: str = "model") -> nn.Sequential:
 
 
 def cut_points(
-    model: nn.Module, *, input_shape: Sequence[int], name: str = "model"
+    model: nn.Module, *, input_shape: Sequence[int], name: str = "model", required: bool = True
 ) -> list[CutPoint]:
-    """Every allowed cut of a chain model, in order (see the module docstring).
+    """Every allowed cut of a chain model, in order (see the module docstring); a model with
+    none is a user error unless ``required`` is False.
 
     >>> from tinylarge.models.zoo import build_model
     >>> m = build_model("cnn-tiny", input_shape=(1, 28, 28), num_classes=10, width=8)
@@ -132,7 +133,7 @@ def cut_points(
         for k in range(1, len(children))
         if ends_group(children[k - 1]) and _has_params(children[:k]) and _has_params(children[k:])
     ]
-    if not out:
+    if not out and required:
         raise TinylargeError(
             f"model {name!r} has no cut point (a cut needs parameters on both sides, after an "
             "activation or pooling layer); choose a deeper model, e.g. mlp with hidden: 64"
@@ -181,7 +182,8 @@ def extractor_cut(model: nn.Module, *, input_shape: Sequence[int], name: str = "
 
 def suffix_cuts(model: nn.Module, *, input_shape: Sequence[int], name: str = "model") -> list[int]:
     """Where a trainable suffix may start: 0 (the whole model), then for every smaller set of
-    trainable layers the last cut that leaves exactly that set in the suffix, in order.
+    trainable layers the last cut that leaves exactly that set in the suffix, in order (only
+    ``[0]`` for a model without a cut point).
 
     >>> from tinylarge.models.zoo import build_model
     >>> suffix_cuts(build_model("cnn-tiny", input_shape=(1, 8, 8), num_classes=10),
@@ -194,7 +196,7 @@ def suffix_cuts(model: nn.Module, *, input_shape: Sequence[int], name: str = "mo
         return tuple(i for i in range(k, len(children)) if _has_params(children[i : i + 1]))
 
     latest: dict[tuple[int, ...], int] = {}
-    for point in cut_points(model, input_shape=input_shape, name=name):
+    for point in cut_points(model, input_shape=input_shape, name=name, required=False):
         if trained_from(point.index) != trained_from(0):
             latest[trained_from(point.index)] = point.index
     return [0, *sorted(latest.values())]

@@ -3,52 +3,55 @@
 For transfer learning on devices (TL, FTL) the backbone comes pre-trained and a
 device adapts the part its memory allows (Cai et al., "TinyTL: Reduce Memory,
 Not Parameters for Efficient On-Device Learning", NeurIPS 2020,
-https://arxiv.org/abs/2007.11622). Candidates of a sequential zoo model:
+https://arxiv.org/abs/2007.11622). Candidates of a chain zoo model:
 
-- ``all``, ``from-<i>``, ``head``: the layers from child ``i`` on (``all``
-  from the first child with parameters, ``head`` the classifier alone). The
-  frozen prefix runs forward one sample at a time and its output features
-  are batched for the trainable suffix, so the memory is the suffix's
-  training memory (weights, gradients, optimizer state, saved activations and
-  the batch of input features) plus the prefix's peak inference SRAM (fp32);
+- ``all``, ``from-<k>``, ``head``: the suffix of children ``[k, n)`` for every
+  ``k`` of :func:`tinylarge.models.cuts.suffix_cuts` (``all`` is ``k = 0``,
+  ``head`` the last: the classifier with the ``Flatten`` before it, since a
+  model is only cut where an operator group ends). The frozen prefix runs
+  forward one sample at a time and its output features are batched for the
+  trainable suffix, so the memory is the suffix's training memory (weights,
+  gradients, optimizer state, saved activations and the batch of input
+  features) plus the prefix's peak inference SRAM (fp32);
 - ``bias``: every bias (BitFit / TinyTL's bias-only update): the weights stay
   frozen in flash, the backward pass runs through every layer, so the memory
   is the whole model's saved activations plus the biases with their gradients
   and optimizer state.
 
 :func:`choose_part` keeps the largest candidate (most trainable parameters)
-that fits the device's SRAM. Compute is billed as the prefix's forward pass
-plus the suffix's training (3x its forward MACs); a bias-only update costs a
-forward and one backward pass (activation gradients, no weight gradients).
+that fits the device's SRAM. :meth:`Part.work` is what training it runs: the
+prefix's forward pass plus the suffix's training (3x its forward MACs); a
+bias-only update costs a forward and one backward pass (activation gradients,
+no weight gradients).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from tinylarge.errors import TinylargeError
 from tinylarge.hardware.catalogue import DeviceProfile
-from tinylarge.hardware.cost import ComputeCost, inference_cost, training_cost
+from tinylarge.hardware.cost import Infer, Train, Work
 from tinylarge.hardware.fit import format_bytes
+from tinylarge.models import cuts
 from tinylarge.models.memory import OPTIMIZER_STATE_COPIES
 from tinylarge.models.profile import ModelProfile
-from tinylarge.schemes._kd import batches, build, profile_module, seeded
-from tinylarge.sim.client import ModelSpec, TrainSettings, Weights, make_optimizer
-
-PartMode = Literal["auto", "all", "head", "bias"]
+from tinylarge.models.profiler import profile_model
+from tinylarge.models.weights import Weights
+from tinylarge.models.zoo import ModelSpec
+from tinylarge.schemes.options.transfer import PartMode
+from tinylarge.sim.training import TrainSettings, build, make_optimizer, run_steps, seeded, tensor
 
 
 @dataclass(frozen=True)
 class Part:
-    """A trainable part of a sequential model and what training it needs.
+    """A trainable part of a chain model and what training it needs.
 
     Attributes:
-        name: ``"all"``, ``"from-<i>"``, ``"head"`` or ``"bias"``.
+        name: ``"all"``, ``"from-<k>"``, ``"head"`` or ``"bias"``.
         cut: first trainable child (``None`` for bias-only).
         keys: state-dict keys the device trains and uploads.
         trainable_params: parameters in the part.
@@ -65,21 +68,16 @@ class Part:
     prefix: ModelProfile | None
     suffix: ModelProfile
 
-    def train_cost(self, device: DeviceProfile, *, samples: int) -> ComputeCost:
-        """Device compute of training this part on ``samples`` examples."""
+    def work(self, samples: int) -> list[Work]:
+        """What training this part on ``samples`` examples runs on the device."""
         if samples == 0:
-            return ComputeCost(0, 0.0, 0.0)
+            return []
         if self.cut is None:
-            return training_cost(self.suffix, device, samples=samples, backward_factor=1.0)
-        cost = training_cost(self.suffix, device, samples=samples)
+            return [Train(self.suffix, samples, backward_factor=1.0)]
+        train: list[Work] = [Train(self.suffix, samples)]
         if self.prefix is None:
-            return cost
-        head = inference_cost(self.prefix, device, dtype="fp32", batch=samples)
-        return ComputeCost(
-            macs=cost.macs + head.macs,
-            latency_s=cost.latency_s + head.latency_s,
-            energy_j=cost.energy_j + head.energy_j,
-        )
+            return train
+        return [*train, Infer(self.prefix, batch=samples, dtype="fp32")]
 
     def describe(self) -> dict[str, object]:
         return {
@@ -89,75 +87,61 @@ class Part:
         }
 
 
-def _children(model: nn.Module, name: str) -> list[nn.Module]:
-    if not isinstance(model, nn.Sequential):
-        raise TinylargeError(f"model {name!r} is not sequential; transfer schemes need a zoo model")
-    return list(model.children())
+def _profile(
+    module: nn.Module, shape: tuple[int, ...], batch: int, opt: str, name: str
+) -> ModelProfile:
+    return profile_model(
+        module, input_shape=shape, name=name, dtype="fp32", train_batch_size=batch, optimizer=opt
+    )
 
 
 def candidate_parts(spec: ModelSpec, *, batch_size: int, optimizer: str) -> list[Part]:
-    """Every suffix that starts at a child with parameters, largest first, then ``bias``."""
+    """Every suffix that starts at a cut (:func:`~tinylarge.models.cuts.suffix_cuts`), largest
+    first, then ``bias``; ``optimizer`` as the profiler names it ("sgd", "momentum", "adam")."""
     model = spec.build()
-    children = _children(model, spec.name)
+    children = list(cuts.as_chain(model, name=spec.name).children())
+    shapes = {p.index: p.output_shape for p in cuts.cut_points(model, input_shape=spec.input_shape)}
     keys = list(model.state_dict())
-    copies = OPTIMIZER_STATE_COPIES[optimizer]
+    starts = cuts.suffix_cuts(model, input_shape=spec.input_shape, name=spec.name)
     parts: list[Part] = []
-    shape: tuple[int, ...] = spec.input_shape
-    x = torch.zeros((1, *shape))
-    for i, child in enumerate(children):
-        if i > 0:
-            with torch.no_grad():
-                x = children[i - 1].eval()(x)
-            shape = tuple(int(d) for d in x.shape[1:])
-        if not any(True for _ in child.parameters()):
-            continue
-        suffix = profile_module(
-            nn.Sequential(*children[i:]),
-            input_shape=shape,
-            batch_size=batch_size,
-            optimizer=optimizer,
-            name=f"{spec.name}[{i}:]",
+    for k in starts:
+        suffix = _profile(
+            nn.Sequential(*children[k:]),
+            spec.input_shape if k == 0 else shapes[k],
+            batch_size,
+            optimizer,
+            f"{spec.name}[{k}:]",
         )
         prefix = None
-        if i > 0:
-            prefix = profile_module(
-                nn.Sequential(*children[:i]),
-                input_shape=spec.input_shape,
-                batch_size=1,
-                optimizer=optimizer,
-                name=f"{spec.name}[:{i}]",
+        if k > 0:
+            prefix = _profile(
+                nn.Sequential(*children[:k]), spec.input_shape, 1, optimizer, f"{spec.name}[:{k}]"
             )
         assert suffix.train_memory_bytes is not None
-        memory = suffix.train_memory_bytes + (prefix.peak_sram_bytes if prefix else 0)
         parts.append(
             Part(
-                name="all" if not parts else f"from-{i}",
-                cut=i,
-                keys=tuple(k for k in keys if int(k.split(".")[0]) >= i),
-                trainable_params=sum(p.numel() for c in children[i:] for p in c.parameters()),
-                memory_bytes=memory,
+                name="all" if k == 0 else f"from-{k}",
+                cut=k,
+                keys=tuple(key for key in keys if int(key.split(".")[0]) >= k),
+                trainable_params=sum(p.numel() for c in children[k:] for p in c.parameters()),
+                memory_bytes=suffix.train_memory_bytes + (prefix.peak_sram_bytes if prefix else 0),
                 prefix=prefix,
                 suffix=suffix,
             )
         )
     if len(parts) > 1:
         parts[-1] = replace(parts[-1], name="head")
-    whole = profile_module(
-        model,
-        input_shape=spec.input_shape,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        name=spec.name,
-    )
-    bias_keys = tuple(k for k, _ in model.named_parameters() if k.endswith(".bias"))
-    if bias_keys and whole.train_memory_bytes is not None:
-        n_bias = sum(p.numel() for k, p in model.named_parameters() if k.endswith(".bias"))
+    whole = parts[0].suffix
+    biases = [(k, p) for k, p in model.named_parameters() if k.endswith(".bias")]
+    if biases and whole.train_memory_bytes is not None:
+        copies = OPTIMIZER_STATE_COPIES[optimizer]
+        n_bias = sum(p.numel() for _, p in biases)
         activations = whole.train_memory_bytes - whole.params * 4 * (2 + copies)
         parts.append(
             Part(
                 name="bias",
                 cut=None,
-                keys=bias_keys,
+                keys=tuple(k for k, _ in biases),
                 trainable_params=n_bias,
                 memory_bytes=activations + n_bias * 4 * (2 + copies),
                 prefix=None,
@@ -208,6 +192,8 @@ class PartTask:
 
 @dataclass(frozen=True)
 class PartResult:
+    """The trained part's tensors by state-dict key (what the device uploads)."""
+
     client: int
     tensors: dict[str, np.ndarray]
     num_samples: int
@@ -223,27 +209,24 @@ def train_part(task: PartTask, x: np.ndarray, y: np.ndarray) -> PartResult:
     gen = seeded(task.seed)
     model = build(task.spec, task.weights)
     model.eval()
-    children = list(model.children())
     if task.cut is not None:
-        for child in children[task.cut :]:
+        for child in list(model.children())[task.cut :]:
             child.train()
     wanted = set(task.keys)
     for name, p in model.named_parameters():
         p.requires_grad_(name in wanted)
-    opt = make_optimizer(model, task.settings)
-    xs = torch.from_numpy(np.ascontiguousarray(x[task.indices]))
-    ys = torch.from_numpy(np.ascontiguousarray(y[task.indices]))
-    n = len(task.indices)
-    total, steps = 0.0, 0
-    for idx in batches(
-        n, batch_size=task.settings.batch_size, epochs=task.settings.epochs, gen=gen
-    ):
-        opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(xs[idx]), ys[idx])
-        loss.backward()  # type: ignore[no-untyped-call]
-        opt.step()
-        total += float(loss.detach())
-        steps += 1
+    xs, ys = tensor(x[task.indices]), tensor(y[task.indices])
+
+    def loss_of(idx: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(model(xs[idx]), ys[idx])
+
+    stats = run_steps(
+        loss_of,
+        make_optimizer(model, task.settings),
+        n=len(task.indices),
+        settings=task.settings,
+        gen=gen,
+    )
     state = model.state_dict()
     tensors = {k: state[k].detach().numpy().copy() for k in task.keys}
-    return PartResult(task.client, tensors, n, total / max(steps, 1))
+    return PartResult(task.client, tensors, len(task.indices), stats.loss)

@@ -16,11 +16,12 @@ its inputs once, as float16). Each round a device
 3. uploads its logits on the public set.
 
 The server averages the logits it received, weighted by the devices' sample
-counts (the ensemble), distils that ensemble into the large model
-(``server_model``) for ``server_epochs``, and returns as consensus either the
-large model's logits (``consensus: server``) or the ensemble's
-(``consensus: ensemble``). All training on devices is billed to their
-profiles, all distillation at the server to the server.
+counts (the ensemble, :meth:`tinylarge.sim.rounds.Round.aggregate`), distils
+that ensemble into the large model (``server_model``) for ``server_epochs``, and
+returns as consensus either the large model's logits (``consensus: server``) or
+the ensemble's (``consensus: ensemble``). All training on devices is on their
+clocks, all distillation at the server is the server's work after the device
+phase. A device must hold its model and the public set in flash.
 
 ``accuracy`` is the sample-weighted mean test accuracy of the devices' models;
 ``large_accuracy`` the large model's.
@@ -29,44 +30,39 @@ profiles, all distillation at the server to the server.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tinylarge.hardware.cost import inference_cost, training_cost
+from tinylarge.hardware.cost import Infer, Train
 from tinylarge.hardware.fit import FitReport, format_bytes
-from tinylarge.models.profile import ModelProfile
-from tinylarge.schemes import _kd
-from tinylarge.schemes._kd import ModelChoice
-from tinylarge.schemes.base import RoundReport, Scheme, register_scheme
-from tinylarge.sim.client import ModelSpec, TrainSettings, Weights, evaluate, get_weights
+from tinylarge.models.weights import Weights, get_weights
+from tinylarge.models.zoo import ModelSpec
+from tinylarge.schemes._device_models import (
+    SERVER_TASK,
+    by_profile,
+    default_server_model,
+    device_metrics,
+    device_models,
+    hold_out,
+    spec_for,
+    spec_of,
+)
+from tinylarge.schemes.base import Scheme, register_scheme
+from tinylarge.schemes.options.transfer import FedDFOptions
+from tinylarge.sim.aggregation import Update
 from tinylarge.sim.context import Client
-
-
-class FedDFOptions(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    #: Device model per profile id or tier (default: the config's model).
-    client_models: dict[str, ModelChoice] = {}
-    #: The large server model (None: cnn-large for images, a wide mlp otherwise).
-    server_model: ModelChoice | None = None
-    #: Share of the training set held by the server as the unlabeled public set.
-    public_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
-    #: Device epochs of distillation to the consensus on the public set per round.
-    digest_epochs: Annotated[int, Field(ge=0)] = 1
-    #: Server epochs of ensemble distillation per round.
-    server_epochs: Annotated[int, Field(ge=1)] = 10
-    #: Server mini-batch size (the server is not memory-bound like the devices).
-    server_batch_size: Annotated[int, Field(ge=1)] = 64
-    #: Server learning rate (None: ``training.lr``); FedDF distils with Adam at 1e-3.
-    server_lr: Annotated[float, Field(gt=0)] | None = 1e-3
-    #: Server optimizer (None: ``training.optimizer``).
-    server_optimizer: Literal["sgd", "momentum", "adam"] | None = "adam"
-    temperature: Annotated[float, Field(gt=0)] = 3.0
-    #: What the server returns: the large model's logits or the devices' ensemble.
-    consensus: Literal["server", "ensemble"] = "server"
-
-    _models = field_validator("client_models")(_kd.check_model_map)
+from tinylarge.sim.rounds import Payload, Round, RoundReport
+from tinylarge.sim.training import (
+    TrainSettings,
+    build,
+    evaluate,
+    init_weights,
+    predict_logits,
+    seeded,
+    tensor,
+    train_supervised,
+)
 
 
 @dataclass(frozen=True)
@@ -87,6 +83,8 @@ class DistillTask:
 
 @dataclass(frozen=True)
 class DistillResult:
+    """The device's new model and its logits on the public set (what it uploads)."""
+
     client: int
     weights: Weights
     logits: np.ndarray
@@ -101,88 +99,74 @@ def public_inputs(x: np.ndarray, public: np.ndarray) -> np.ndarray:
 
 
 def distill_client(task: DistillTask, x: np.ndarray, y: np.ndarray) -> DistillResult:
-    gen = _kd.seeded(task.seed)
-    model = _kd.build(task.spec, task.weights)
+    """Digest (KD to the consensus on the public set), revisit (CE on private data), predict."""
+    gen = seeded(task.seed)
+    model = build(task.spec, task.weights)
     x_pub = public_inputs(x, task.public)
     if task.consensus is not None and task.digest_epochs > 0:
-        _kd.train_kd(
+        train_supervised(
             model,
-            _kd.tensor(x_pub),
+            tensor(x_pub),
             None,
-            _kd.tensor(task.consensus),
             settings=task.settings,
-            epochs=task.digest_epochs,
-            alpha=1.0,
-            temperature=task.temperature,
             gen=gen,
+            teacher=tensor(task.consensus),
+            kd_weight=1.0,
+            temperature=task.temperature,
+            epochs=task.digest_epochs,
         )
-    loss = _kd.train_kd(
-        model,
-        _kd.tensor(x[task.indices]),
-        _kd.tensor(y[task.indices]),
-        None,
-        settings=task.settings,
-        epochs=task.settings.epochs,
-        alpha=0.0,
-        temperature=task.temperature,
-        gen=gen,
+    stats = train_supervised(
+        model, tensor(x[task.indices]), tensor(y[task.indices]), settings=task.settings, gen=gen
     )
-    logits = _kd.logits_of(model, x_pub)
-    return DistillResult(task.client, get_weights(model), logits, len(task.indices), loss)
+    logits = predict_logits(model, x_pub)
+    return DistillResult(task.client, get_weights(model), logits, len(task.indices), stats.loss)
 
 
 @register_scheme
-class FedDF(Scheme):
+class FedDF(Scheme[FedDFOptions]):
     """Heterogeneous device models exchange public-set logits; the server distils a large model."""
 
     name = "feddf"
-    Options = FedDFOptions
-
-    @property
-    def opts(self) -> FedDFOptions:
-        assert isinstance(self.options, FedDFOptions)
-        return self.options
 
     def setup(self) -> None:
-        ctx, o = self.ctx, self.opts
-        self.public, self.local_idx = _kd.hold_out(ctx, fraction=o.public_fraction)
+        ctx, o = self.ctx, self.options
+        self.public, self.local_idx = hold_out(ctx, fraction=o.public_fraction)
         self.public_bytes = int(ctx.dataset.x_train[self.public].astype(np.float16).nbytes)
-        self.specs = {c.id: _kd.spec_for(ctx, c.profile, o.client_models) for c in ctx.clients}
-        self.fits: dict[str, FitReport] = {}
-        for c in ctx.clients:
-            if c.profile.id not in self.fits:
-                self.fits[c.profile.id] = self._fit(c)
-        _kd.require_any(ctx, self.fits, what="its device model with the public set")
-        self.pool = [c for c in ctx.clients if self.fits[c.profile.id].fits]
-        choice = o.server_model or _kd.default_server_model(ctx.spec.input_shape)
-        self.server_spec = _kd.spec_of(
+        self.specs = {c.id: spec_for(ctx, c.profile, o.client_models) for c in ctx.clients}
+        self.pool = ctx.admit(
+            {c.id: self._fit(c) for c in ctx.clients},
+            what="train its device model and hold the public set",
+            hint="choose a smaller device model (scheme.options.client_models) "
+            "or a smaller scheme.options.public_fraction",
+        )
+        choice = o.server_model or default_server_model(ctx.spec.input_shape)
+        self.server_spec = spec_of(
             choice, input_shape=ctx.spec.input_shape, num_classes=ctx.spec.num_classes
         )
-        self.server_settings = _kd.server_settings(
-            ctx, batch_size=o.server_batch_size, lr=o.server_lr, optimizer=o.server_optimizer
+        s = ctx.settings
+        self.server_settings = s.with_(
+            epochs=o.server_epochs,
+            batch_size=o.server_batch_size,
+            lr=o.server_lr or s.lr,
+            optimizer=o.server_optimizer or s.optimizer,
         )
-        self.server_profile = _kd.profile_spec(
+        self.server_profile = ctx.profile(
             self.server_spec,
             batch_size=o.server_batch_size,
-            optimizer=_kd.optimizer_name(self.server_settings),
+            optimizer=self.server_settings.optimizer,
         )
         self.weights = {
-            c.id: _kd.init_weights(self.specs[c.id], seed=ctx.task_seed(-1, c.id))
-            for c in self.pool
+            c.id: init_weights(self.specs[c.id], seed=ctx.task_seed(-1, c.id)) for c in self.pool
         }
-        self.server_weights = _kd.init_weights(self.server_spec, seed=ctx.seed)
+        self.server_weights = init_weights(self.server_spec, seed=ctx.seed)
         self.consensus: np.ndarray | None = None
         self.has_public: set[int] = set()
         self.trained_samples = 0
         self._last: dict[int, float] = {}
 
-    def _profile(self, spec: ModelSpec) -> ModelProfile:
-        s = self.ctx.settings
-        return _kd.profile_spec(spec, batch_size=s.batch_size, optimizer=_kd.optimizer_name(s))
-
     def _fit(self, client: Client) -> FitReport:
         """Training fit of the device model; its flash must also hold the public set."""
-        report = _kd.training_fit(self.ctx, self.specs[client.id], client.profile)
+        report = self.ctx.training_fit(self.specs[client.id], client.profile)
         flash = report.flash_bytes + self.public_bytes
         if flash <= client.profile.flash_bytes:
             return report
@@ -201,19 +185,18 @@ class FedDF(Scheme):
 
     # -- one round -----------------------------------------------------------------------
     def run_round(self, rnd: int) -> RoundReport:
-        ctx, o = self.ctx, self.opts
-        participants = ctx.sample_clients(rnd, pool=self.pool)
-        ex = _kd.Exchange(ctx, rnd)
-        downs: dict[int, _kd.Payload] = {}
-        for c in participants:
+        ctx, o = self.ctx, self.options
+        rd = ctx.round(rnd, self.pool)
+        downs: dict[int, Payload] = {}
+        for c in rd.participants:
             items: list[tuple[str, int]] = []
             if c.id not in self.has_public:
                 items.append(("public-set", self.public_bytes))
             if self.consensus is not None:
                 items.append(("consensus-logits", self.consensus.nbytes))
             downs[c.id] = items
-        active = ex.download(participants, downs)
-        self.has_public.update(c.id for c in participants if ex.dropped.get(c.id) != "outage")
+        active = rd.download(downs)
+        self.has_public.update(c.id for c in rd.participants if rd.dropped.get(c.id) != "outage")
         tasks = [
             DistillTask(
                 client=c.id,
@@ -232,62 +215,47 @@ class FedDF(Scheme):
         results = {r.client: r for r in ctx.backend.map(distill_client, tasks)}
         n_pub = len(self.public)
         digest = n_pub * o.digest_epochs if self.consensus is not None else 0
-        ups: dict[int, _kd.Payload] = {}
+        ups: dict[int, Payload] = {}
         for c in active:
             r = results[c.id]
             self.weights[c.id] = r.weights
-            prof = self._profile(self.specs[c.id])
+            prof = ctx.profile(self.specs[c.id])
             samples = r.num_samples * ctx.settings.epochs + digest
             self.trained_samples += samples
-            ex.compute(c, training_cost(prof, c.profile, samples=samples), what="local-train")
-            ex.compute(
-                c, inference_cost(prof, c.profile, dtype="fp32", batch=n_pub), what="public-logits"
-            )
+            rd.compute(c, Train(prof, samples), what="local-train")
+            rd.compute(c, Infer(prof, batch=n_pub, dtype="fp32"), what="public-logits")
             ups[c.id] = [("public-logits", r.logits.nbytes)]
-        kept = ex.upload(active, ups)
-        server_s = self.server_round(rnd, [results[c.id] for c in kept]) if kept else 0.0
+        kept = rd.upload(ups)
+        if kept:
+            self.server_round(rd, [results[c.id] for c in kept])
         losses = [r.loss for r in results.values()]
-        return RoundReport(
-            latency_s=ex.end_s(kept) + server_s,
-            participants=len(participants),
-            dropped=ex.dropped,
-            train_loss=float(np.mean(losses)) if losses else None,
-        )
+        return rd.report(train_loss=float(np.mean(losses)) if losses else None)
 
-    def server_round(self, rnd: int, arrived: list[DistillResult]) -> float:
+    def server_round(self, rd: Round, arrived: list[DistillResult]) -> None:
         """Average the devices' logits, distil them into the large model, set the consensus."""
-        ctx, o = self.ctx, self.opts
-        total = sum(r.num_samples for r in arrived)
-        ensemble = np.zeros_like(arrived[0].logits, dtype=np.float64)
-        for r in arrived:
-            ensemble += (r.num_samples / total) * r.logits.astype(np.float64)
-        teacher = ensemble.astype(np.float32)
-        gen = _kd.seeded(ctx.task_seed(rnd, 10**6), threads=ctx.config.engine.threads)
-        model = _kd.build(self.server_spec, self.server_weights)
+        ctx, o = self.ctx, self.options
+        updates = [Update.full(r.client, [r.logits], r.num_samples) for r in arrived]
+        base = [np.zeros_like(arrived[0].logits)]
+        teacher = rd.aggregate(updates, base=base, what="ensemble")[0]
+        gen = seeded(ctx.task_seed(rd.rnd, SERVER_TASK), threads=ctx.config.engine.threads)
+        model = build(self.server_spec, self.server_weights)
         x_pub = ctx.dataset.x_train[self.public]
-        _kd.train_kd(
+        train_supervised(
             model,
-            _kd.tensor(x_pub),
+            tensor(x_pub),
             None,
-            _kd.tensor(teacher),
             settings=self.server_settings,
-            epochs=o.server_epochs,
-            alpha=1.0,
-            temperature=o.temperature,
             gen=gen,
+            teacher=tensor(teacher),
+            kd_weight=1.0,
+            temperature=o.temperature,
         )
         self.server_weights = get_weights(model)
-        server_logits = _kd.logits_of(model, x_pub)
+        server_logits = predict_logits(model, x_pub)
         self.consensus = server_logits if o.consensus == "server" else teacher
         n = len(self.public)
-        train = training_cost(self.server_profile, ctx.server, samples=n * o.server_epochs)
-        infer = inference_cost(self.server_profile, ctx.server, dtype="fp32", batch=n)
-        work = n * ctx.spec.num_classes * len(arrived)
-        return (
-            ctx.bill_server(rnd, work, what="ensemble")
-            + ctx.bill_server_compute(rnd, train, what="server-distill")
-            + ctx.bill_server_compute(rnd, infer, what="server-logits")
-        )
+        rd.server(Train(self.server_profile, n * o.server_epochs), what="server-distill")
+        rd.server(Infer(self.server_profile, batch=n, dtype="fp32"), what="server-logits")
 
     # -- evaluation and state ------------------------------------------------------------
     def evaluate(self) -> dict[str, float | None]:
@@ -297,7 +265,7 @@ class FedDF(Scheme):
         sizes = {c.id: len(self.local_idx[c.id]) for c in ctx.clients}
         self._last = {cid: acc for cid, (acc, _) in per.items()}
         return {
-            **_kd.device_metrics(per, sizes),
+            **device_metrics(per, sizes),
             "large_accuracy": evaluate(self.server_spec, self.server_weights, x, y)[0],
         }
 
@@ -319,8 +287,7 @@ class FedDF(Scheme):
 
     def summary_extras(self) -> dict[str, Any]:
         return {
-            **_kd.fits_summary(self.ctx, self.fits),
-            "device_models": _kd.device_models(self.ctx, self.specs, self.fits),
+            "device_models": device_models(self.ctx, self.specs),
             "server_model": {
                 "model": self.server_spec.name,
                 "options": self.server_spec.options,
@@ -328,6 +295,6 @@ class FedDF(Scheme):
             },
             "public_samples": len(self.public),
             "public_set_bytes": self.public_bytes,
-            "accuracy_by_profile": _kd.by_profile(self.ctx, self._last),
+            "accuracy_by_profile": by_profile(self.ctx, self._last),
             "device_train_samples": self.trained_samples,
         }

@@ -8,8 +8,10 @@ device trains only the part of the model that fits its SRAM (its choice per
 device profile is made once with the profiler and recorded in summary.json
 under ``parts``: an SBC may train every layer, a microcontroller only the head
 or the biases), uploads just that part, and the server averages each tensor
-over the devices that trained it, weighted by their sample counts. Tensors no
-device trains keep their pre-trained values.
+over the devices that trained it, weighted by their sample counts
+(:meth:`tinylarge.sim.rounds.Round.aggregate`, an
+:class:`~tinylarge.sim.aggregation.Update` with ``None`` for every tensor the
+device did not train). Tensors no device trains keep their pre-trained values.
 
 Downloads are incremental: a device receives the whole model the first time
 it takes part, later only the tensors that changed since it last synced.
@@ -21,41 +23,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from tinylarge.schemes import _kd
+from tinylarge.models.weights import Weights, nbytes
 from tinylarge.schemes._parts import PartResult
 from tinylarge.schemes.base import register_scheme
-from tinylarge.schemes.tl import TLOptions, TransferLearning
-from tinylarge.sim.client import Weights
+from tinylarge.schemes.tl import TransferLearning
+from tinylarge.sim.aggregation import Update
 from tinylarge.sim.context import Client
+from tinylarge.sim.rounds import Payload, Round
 
 
-def average_parts(
-    weights: Weights, keys: list[str], results: list[PartResult]
-) -> tuple[Weights, set[str]]:
-    """Average each tensor over the results that carry it, weighted by sample count.
-
-    Integer buffers (BatchNorm's ``num_batches_tracked``) take the maximum.
-    Returns the new weights and the keys that were updated.
-    """
-    out: Weights = []
-    changed: set[str] = set()
-    for key, w in zip(keys, weights, strict=True):
-        carriers = [r for r in results if key in r.tensors]
-        if not carriers:
-            out.append(w)
-            continue
-        changed.add(key)
-        if np.issubdtype(w.dtype, np.integer):
-            out.append(np.max(np.stack([r.tensors[key] for r in carriers]), axis=0))
-            continue
-        total = sum(r.num_samples for r in carriers)
-        acc = np.zeros_like(w, dtype=np.float64)
-        for r in carriers:
-            acc += (r.num_samples / total) * r.tensors[key].astype(np.float64)
-        out.append(acc.astype(w.dtype))
-    return out, changed
+def part_update(keys: list[str], result: PartResult) -> Update:
+    """A device's part as an update of the whole model: ``None`` for every tensor not in it."""
+    return Update(result.client, [result.tensors.get(k) for k in keys], result.num_samples)
 
 
 @register_scheme
@@ -63,7 +42,6 @@ class FederatedTransferLearning(TransferLearning):
     """TL whose per-device parts are averaged at the server every round."""
 
     name = "ftl"
-    Options = TLOptions
 
     def setup(self) -> None:
         super().setup()
@@ -73,17 +51,16 @@ class FederatedTransferLearning(TransferLearning):
         #: Last round whose global model each device holds.
         self.synced: dict[int, int] = {}
 
-    def pretrain(self, rnd: int) -> float:
-        seconds = super().pretrain(rnd)
+    def pretrain(self, rd: Round) -> None:
+        super().pretrain(rd)
         self.global_weights = self.pretrained
-        return seconds
 
     def start_weights(self, client: Client) -> Weights:
         return self.global_weights
 
-    def downloads(self, clients: list[Client]) -> dict[int, _kd.Payload]:
+    def downloads(self, clients: list[Client]) -> dict[int, Payload]:
         """The whole model on a device's first round, else the tensors changed since."""
-        out: dict[int, _kd.Payload] = {}
+        out: dict[int, Payload] = {}
         for c in clients:
             since = self.synced.get(c.id)
             stale = [
@@ -91,7 +68,7 @@ class FederatedTransferLearning(TransferLearning):
                 for k, w in zip(self.keys, self.global_weights, strict=True)
                 if since is None or self.version[k] > since
             ]
-            out[c.id] = [("weights" if since is None else "part", _kd.nbytes(stale))]
+            out[c.id] = [("weights" if since is None else "part", nbytes(stale))]
         return out
 
     def delivered(self, rnd: int, clients: list[Client]) -> None:
@@ -99,19 +76,16 @@ class FederatedTransferLearning(TransferLearning):
         for c in clients:
             self.synced[c.id] = rnd - 1
 
-    def uploads(self, results: dict[int, PartResult]) -> dict[int, _kd.Payload]:
-        return {cid: [("part", _kd.nbytes(list(r.tensors.values())))] for cid, r in results.items()}
+    def uploads(self, results: dict[int, PartResult]) -> dict[int, Payload]:
+        return {cid: [("part", nbytes(list(r.tensors.values())))] for cid, r in results.items()}
 
-    def aggregate(self, rnd: int, results: dict[int, PartResult], kept: list[Client]) -> float:
-        """Per-tensor weighted average of the parts that arrived; billed to the server."""
-        arrived = [results[c.id] for c in kept]
-        if not arrived:
-            return 0.0
-        self.global_weights, changed = average_parts(self.global_weights, self.keys, arrived)
-        for key in changed:
-            self.version[key] = rnd
-        work = sum(int(t.size) for r in arrived for t in r.tensors.values())
-        return self.ctx.bill_server(rnd, work, what="aggregate")
+    def aggregate(self, rd: Round, results: dict[int, PartResult], kept: list[Client]) -> None:
+        """Per-tensor weighted average of the parts that arrived."""
+        updates = [part_update(self.keys, results[c.id]) for c in kept]
+        self.global_weights = rd.aggregate(updates, base=self.global_weights)
+        for i, key in enumerate(self.keys):
+            if any(u.tensors[i] is not None for u in updates):
+                self.version[key] = rd.rnd
 
     def device_accuracies(self) -> dict[int, tuple[float, float]]:
         acc = self.ctx.evaluate(self.global_weights)

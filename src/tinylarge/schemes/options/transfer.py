@@ -73,7 +73,8 @@ class TLOptions(SchemeOptions):
 class FedGKTOptions(SchemeOptions):
     #: Device model per profile id or tier (default: the config's model).
     client_models: dict[str, ModelChoice] = {}
-    #: Children of the device model that form the extractor (None: up to the 2nd weight layer).
+    #: Children of the device model that form the extractor: a cut point of models/cuts.py
+    #: (None: the last cut before the model's second conv/linear layer).
     extractor_layers: Annotated[int, Field(ge=1, le=10_000)] | None = None
     #: The large server model over features (None: cnn-large for images, mlp for vectors).
     server_model: ModelChoice | None = None
