@@ -100,7 +100,8 @@ def candidate_parts(spec: ModelSpec, *, batch_size: int, optimizer: str) -> list
     first, then ``bias``; ``optimizer`` as the profiler names it ("sgd", "momentum", "adam")."""
     model = spec.build()
     children = list(cuts.as_chain(model, name=spec.name).children())
-    shapes = {p.index: p.output_shape for p in cuts.cut_points(model, input_shape=spec.input_shape)}
+    points = cuts.cut_points(model, input_shape=spec.input_shape, name=spec.name, required=False)
+    shapes = {p.index: p.output_shape for p in points}
     keys = list(model.state_dict())
     starts = cuts.suffix_cuts(model, input_shape=spec.input_shape, name=spec.name)
     parts: list[Part] = []
