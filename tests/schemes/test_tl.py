@@ -49,6 +49,15 @@ def test_parts_shrink_from_all_to_head_and_head_memory_matches_a_hand_count() ->
     assert parts[0].suffix.macs == whole.macs
 
 
+def test_a_model_without_a_cut_point_trains_as_a_whole() -> None:
+    """A softmax regression (no hidden layer) has no cut: the only parts are all and bias."""
+    spec = ModelSpec("mlp", (1, 8, 8), 10, {"hidden": []})
+    parts = candidate_parts(spec, batch_size=16, optimizer="sgd")
+    assert [p.name for p in parts] == ["all", "bias"]
+    assert parts[0].trainable_params == 64 * 10 + 10
+    assert parts[1].trainable_params == 10
+
+
 def test_choose_part_fits_the_device_sram() -> None:
     parts = candidate_parts(CNN, batch_size=32, optimizer="sgd")
     rpi, mcu = get_device("rpi4"), get_device("stm32f746")
