@@ -8,15 +8,15 @@ import torch
 
 from tinylarge.errors import TinylargeError
 from tinylarge.hardware.catalogue import get_device
-from tinylarge.hardware.cost import inference_cost
+from tinylarge.hardware.cost import Infer, inference_cost, total_cost
 from tinylarge.inference.early_exit import (
     EarlyExitSpec,
     check_placement,
     device_segment,
     exit_paths,
+    joint_loss,
     profile_exits,
 )
-from tinylarge.inference.training import joint_loss
 
 
 @pytest.mark.parametrize(
@@ -50,11 +50,7 @@ def test_paths_follow_the_placement() -> None:
     shape = (1, 28, 28)
     net = EarlyExitSpec(input_shape=shape, num_classes=10).build()
     profiles = profile_exits(net, shape)
-    dev, edge, cloud = get_device("stm32h743"), get_device("jetson-orin-nano"), get_device("a100")
-    procs = {"device": dev, "edge": edge, "cloud": cloud}
-    paths = exit_paths(
-        profiles, ("device", "edge", "cloud"), processors=procs, input_bytes=3136, result_bytes=40
-    )
+    paths = exit_paths(profiles, ("device", "edge", "cloud"), input_bytes=3136, result_bytes=40)
     legs = [[s.leg for s in p.steps] for p in paths]
     assert legs[0] == ["device", "device"]
     assert legs[1] == ["device", "device", "uplink", "edge", "edge", "downlink"]
@@ -65,10 +61,16 @@ def test_paths_follow_the_placement() -> None:
     assert paths[1].steps[2].num_bytes == profiles[0].out_bytes
     assert paths[2].steps[5].num_bytes == profiles[1].out_bytes
     assert [p.fallback_exit for p in paths] == [0, 0, 0]
-    assert paths[0].steps[0].cost == inference_cost(profiles[0].stage, dev)
-    edge_only = exit_paths(
-        profiles, ("edge",) * 3, processors=procs, input_bytes=3136, result_bytes=40
+    # what runs: stage 0 of the net at its profile's dtype (fp32), one sample
+    assert paths[0].steps[0].work == Infer(profiles[0].stage)
+    dev = get_device("stm32h743")
+    assert total_cost(Infer(profiles[0].stage), dev) == inference_cost(
+        profiles[0].stage, dev, dtype="fp32", batch=1
     )
+    assert [s.what for s in paths[2].steps if s.work is not None] == [
+        "stage0", "exit0", "stage1", "exit1", "stage2", "exit2",
+    ]  # fmt: skip
+    edge_only = exit_paths(profiles, ("edge",) * 3, input_bytes=3136, result_bytes=40)
     assert edge_only[0].steps[0].leg == "uplink"
     assert edge_only[0].steps[0].num_bytes == 3136
     assert edge_only[2].fallback_exit is None

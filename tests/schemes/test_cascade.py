@@ -7,9 +7,16 @@ from typing import Any
 
 import pytest
 from tests.conftest import kill_in_round, small_task
-from tests.inference.checks import check_run
+from tests.inference.checks import (
+    check_refusals,
+    check_run,
+    check_unserved,
+    unserved_config,
+)
 
 from tinylarge.config import ConfigError, parse_config
+from tinylarge.schemes.cascade import Cascade
+from tinylarge.schemes.options import scheme_options
 from tinylarge.sim.engine import run_experiment
 from tinylarge.sim.ledger import Ledger
 
@@ -44,8 +51,10 @@ def test_cascade_figures_agree_with_ledger_and_samples(tmp_path: Path) -> None:
 
 def test_threshold_extremes_reproduce_the_baselines(tmp_path: Path) -> None:
     local = run(tmp_path, "local", rounds=1, threshold=0.0)
+    unserved = local["inference"].pop("unserved_requests")
+    assert unserved == {"outage": 0, "dropout": 0}
     assert local["inference"] == local["baselines"]["device_only"]
-    remote = run(tmp_path, "remote", rounds=1, threshold=1.5)
+    remote = run(tmp_path, "remote", rounds=1, threshold=1.0)  # no answer is that sure
     inf, srv, dev = (
         remote["inference"],
         remote["baselines"]["server_only"],
@@ -82,9 +91,13 @@ def test_large_model_options_and_errors(tmp_path: Path) -> None:
     assert s["large_model"] == "cnn-tiny"
     assert s["large_macs"] > s["tiny_macs"]
     with pytest.raises(ConfigError, match=r"scheme\.options\.target"):
-        parse_config(small_task(scheme={"name": "cascade", "options": {"target": "speed"}}))
+        scheme_options(
+            parse_config(small_task(scheme={"name": "cascade", "options": {"target": "speed"}}))
+        )
     with pytest.raises(ConfigError, match="unknown model"):
-        parse_config(small_task(scheme={"name": "cascade", "options": {"large_model": "gpt"}}))
+        scheme_options(
+            parse_config(small_task(scheme={"name": "cascade", "options": {"large_model": "gpt"}}))
+        )
 
 
 def strip(summary: dict[str, Any]) -> dict[str, Any]:
@@ -94,8 +107,6 @@ def strip(summary: dict[str, Any]) -> dict[str, Any]:
 def test_resume_after_a_kill_reaches_the_same_numbers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tinylarge.schemes.cascade import Cascade
-
     full = run(tmp_path, "full", rounds=3, target="offload", target_value=0.3, adapt=True)
     kill_in_round(
         monkeypatch,
@@ -128,3 +139,21 @@ def test_fading_draws_per_request_and_stays_consistent(tmp_path: Path) -> None:
     check_run(tmp_path / "fade", s)
     again = run_experiment(cfg, out=tmp_path / "fade2", progress=False)
     assert strip(again) == strip(s)
+
+
+def test_settings_it_cannot_honour_are_refused() -> None:
+    check_refusals("cascade", {"threshold": 0.9})
+
+
+def test_devices_in_outage_or_dropping_out_do_not_serve(tmp_path: Path) -> None:
+    cfg = unserved_config("cascade", {"threshold": 0.9})
+    s = run_experiment(cfg, out=tmp_path / "u", progress=False)
+    check_run(tmp_path / "u", s)
+    check_unserved(tmp_path / "u", s, total=450)
+    assert s["not_served"]["outage"] == [4]  # the unreachable device, every round
+    assert s["not_served"]["dropout"]  # and one that dropped out after its download
+    ledger = Ledger.from_csv(tmp_path / "u" / "ledger.csv")
+    for cid in s["not_served"]["dropout"]:
+        events = ledger.select(round=1, node=f"client-{cid}")
+        assert [(e.kind, e.what) for e in events] == [("download", "deploy")]
+    assert s["serving_devices"] == 5

@@ -6,28 +6,42 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import small_task
-from tests.inference.checks import check_run
+from tests.conftest import kill_in_round, small_task
+from tests.inference.checks import (
+    check_refusals,
+    check_run,
+    check_unserved,
+    unserved_config,
+)
 
-from tinylarge.config import ConfigError, parse_config
+from tinylarge.config import ConfigError, ExperimentConfig, parse_config
 from tinylarge.errors import TinylargeError
+from tinylarge.schemes.early_exit import EarlyExit
+from tinylarge.schemes.options import scheme_options
 from tinylarge.sim.engine import run_experiment
 from tinylarge.sim.ledger import Ledger
 
 
-def run(
-    tmp_path: Path, name: str, *, rounds: int = 2, topology: Any = None, **options: Any
-) -> dict[str, Any]:
+def config(
+    *, rounds: int = 2, topology: Any = None, training: Any = None, **options: Any
+) -> ExperimentConfig:
     over: dict[str, Any] = {
         "scheme": {
             "name": "early-exit",
             "options": {"backbone": "mlp", "widths": [16, 64, 128], **options},
         },
-        "training": {"rounds": rounds, "lr": 0.1, "batch_size": 16},
+        "training": {"rounds": rounds, "lr": 0.1, "batch_size": 16, **(training or {})},
     }
     if topology is not None:
         over["topology"] = topology
-    return run_experiment(parse_config(small_task(**over)), out=tmp_path / name, progress=False)
+    return parse_config(small_task(**over))
+
+
+def run(
+    tmp_path: Path, name: str, *, rounds: int = 2, topology: Any = None, **options: Any
+) -> dict[str, Any]:
+    cfg = config(rounds=rounds, topology=topology, **options)
+    return run_experiment(cfg, out=tmp_path / name, progress=False)
 
 
 def test_exits_on_three_tiers_agree_with_ledger(tmp_path: Path) -> None:
@@ -46,7 +60,7 @@ def test_exits_on_three_tiers_agree_with_ledger(tmp_path: Path) -> None:
 
 
 def test_everything_to_the_cloud_uses_the_backhaul(tmp_path: Path) -> None:
-    s = run(tmp_path, "cloud", rounds=1, threshold=1.5)
+    s = run(tmp_path, "cloud", rounds=1, threshold=1.0)  # no exit is that sure
     check_run(tmp_path / "cloud", s)
     assert s["inference"]["offload_fraction"] == 1.0
     assert s["inference"]["backhaul_bytes"] == 450 * (4 * 64 + 40)
@@ -80,13 +94,24 @@ def test_device_stage_that_does_not_fit_is_excluded(tmp_path: Path) -> None:
     assert not Ledger.from_csv(tmp_path / "fit" / "ledger.csv").select(node="client-1")
 
 
+def test_no_device_that_fits_stops_the_run_in_one_line(tmp_path: Path) -> None:
+    topology = {
+        "server": {"profile": "jetson-orin-nano"},
+        "devices": [{"profile": "nrf52840", "count": 2, "link": "ble-2m"}],
+    }
+    with pytest.raises(TinylargeError) as exc:
+        run(tmp_path, "none", rounds=1, topology=topology, widths=[8192, 64, 64])
+    msg = str(exc.value)
+    assert len(msg.splitlines()) == 1
+    assert msg.startswith("no device of the topology can run the device stages")
+    assert "nrf52840: " in msg
+    assert "flash" in msg
+    assert not (tmp_path / "none" / "summary.json").exists()
+
+
 def test_placement_errors() -> None:
     with pytest.raises(ConfigError, match="placement"):
-        parse_config(
-            small_task(
-                scheme={"name": "early-exit", "options": {"placement": ["device", "fog", "cloud"]}}
-            )
-        )
+        scheme_options(config(placement=["device", "fog", "cloud"]))
     with pytest.raises(TinylargeError, match="tiers for 3"):
         run(Path("/nonexistent"), "x", rounds=1, placement=["device", "edge"])
 
@@ -98,3 +123,44 @@ def test_memory_figures_describe_the_device_stages(tmp_path: Path) -> None:
     assert s["flash_bytes"] > 4 * stage_params
     assert s["flash_bytes"] < 4 * stage_params + 8192
     assert 0 < s["peak_sram_bytes"] < 4 * (64 + 64 + 64)
+
+
+def test_settings_it_cannot_honour_are_refused() -> None:
+    check_refusals("early-exit", {"threshold": 0.9})
+
+
+def test_devices_in_outage_or_dropping_out_do_not_serve(tmp_path: Path) -> None:
+    cfg = unserved_config(
+        "early-exit", {"threshold": 0.9, "backbone": "mlp", "widths": [16, 64, 128]}
+    )
+    s = run_experiment(cfg, out=tmp_path / "u", progress=False)
+    check_run(tmp_path / "u", s)
+    check_unserved(tmp_path / "u", s, total=450)
+    assert s["not_served"]["outage"] == [4]
+    assert s["not_served"]["dropout"]
+
+
+def strip(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if k not in ("wall_time_s", "backend")}
+
+
+def test_resume_after_a_kill_reaches_the_same_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Adam: the optimizer state (moments, step counts) must survive the checkpoint too
+    cfg = config(
+        rounds=3,
+        training={"optimizer": "adam", "lr": 0.01},
+        target="offload",
+        target_value=0.3,
+        adapt=True,
+    )
+    full = run_experiment(cfg, out=tmp_path / "full", progress=False)
+    kill_in_round(
+        monkeypatch,
+        EarlyExit,
+        2,
+        lambda: run_experiment(cfg, out=tmp_path / "killed", progress=False),
+    )
+    resumed = run_experiment(cfg, out=tmp_path / "killed", resume=True, progress=False)
+    assert strip(resumed) == strip(full)

@@ -8,11 +8,17 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.conftest import small_task
-from tests.inference.checks import check_run
+from tests.conftest import kill_in_round, small_task
+from tests.inference.checks import (
+    check_refusals,
+    check_run,
+    check_unserved,
+    unserved_config,
+)
 
 from tinylarge.cli.app import main
 from tinylarge.config import parse_config
+from tinylarge.schemes.split_inference import SplitInference
 from tinylarge.sim.engine import run_experiment
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,7 +76,9 @@ def test_plan_table_and_sweep(
     path.write_text(yaml.safe_dump(config("latency")))
     assert main(["plan", str(path), "--device", "rpi4", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["point"] for r in rows] == list(range(len(rows)))
+    # mlp (Flatten, Linear, ReLU, Linear): the input, after the ReLU that ends the first
+    # Linear's group, or everything; never between a Linear and its ReLU
+    assert [r["point"] for r in rows] == [0, 3, 4]
     assert sum(r["chosen"] for r in rows) == 1
     assert {r["device"] for r in rows} == {"rpi4"}
     assert rows[0]["partition"].startswith("server-only")
@@ -92,9 +100,43 @@ def test_plan_table_and_sweep(
     assert [r["distance_m"] for r in chosen] == [10.0, 300.0, 1000.0]
     assert [r["partition"] for r in chosen] == [
         "server-only (send input)",
-        "after 1 (Linear)",
+        "after 2 (ReLU)",
         "device-only",
     ]
     with pytest.raises(SystemExit) as exc:
         main(["plan", str(path), "--objective", "speed"])
     assert exc.value.code == 2
+
+
+def test_settings_it_cannot_honour_are_refused() -> None:
+    check_refusals("split-inference", {"objective": "energy"})
+
+
+def test_devices_in_outage_or_dropping_out_do_not_serve(tmp_path: Path) -> None:
+    cfg = unserved_config("split-inference", {"objective": "energy"})
+    s = run_experiment(cfg, out=tmp_path / "u", progress=False)
+    check_run(tmp_path / "u", s)
+    check_unserved(tmp_path / "u", s, total=450)
+    # the unreachable device would run everything itself, but its model never arrives
+    assert s["partitions"]["rpi4/ble-2m@5000m"]["partition"] == "device-only"
+    assert s["not_served"]["outage"] == [4]
+    assert s["not_served"]["dropout"]
+
+
+def strip(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if k not in ("wall_time_s", "backend")}
+
+
+def test_resume_after_a_kill_reaches_the_same_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = parse_config(config("energy", engine={"fading": True}))
+    full = run_experiment(cfg, out=tmp_path / "full", progress=False)
+    kill_in_round(
+        monkeypatch,
+        SplitInference,
+        1,
+        lambda: run_experiment(cfg, out=tmp_path / "killed", progress=False),
+    )
+    resumed = run_experiment(cfg, out=tmp_path / "killed", resume=True, progress=False)
+    assert strip(resumed) == strip(full)

@@ -11,10 +11,11 @@ package holds the pure math; the schemes that run it are in
 |---|---|
 | ``calibration`` | temperature scaling, confidence scores, ECE |
 | ``policy`` | exit thresholds for a target (accuracy, offload, energy); online adaptation |
-| ``paths`` | per-request cost paths over device, link, edge, backhaul, cloud; figures |
+| ``paths`` | per-request paths over device, link, edge, backhaul, cloud; their walk; figures |
 | ``cascade`` | the tiny-to-large cascade's paths |
-| ``early_exit`` | BranchyNet/DDNN multi-exit networks and their tier placement |
-| ``split`` | Neurosurgeon/DADS partition planner over a model's operator graph |
+| ``early_exit`` | BranchyNet/DDNN multi-exit networks, their joint loss and tier placement |
+| ``split`` | Neurosurgeon/DADS partition planner over a model's operator graph (cut only |
+|  | where :mod:`tinylarge.models.cuts` allows) and the split execution |
 | ``mincut`` | the max-flow/min-cut behind it |
 
 See docs/collaborative_inference.md.

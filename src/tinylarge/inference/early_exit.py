@@ -3,7 +3,7 @@
 BranchyNet (Teerapittayanon, McDanel and Kung, ICPR 2016,
 https://arxiv.org/abs/1709.01686) adds a classifier (an *exit*) after each
 stage of a backbone and trains all exits with one joint loss (the weighted
-sum of their cross-entropies, :func:`tinylarge.inference.training.joint_loss`).
+sum of their cross-entropies, :func:`joint_loss`).
 At inference a sample leaves at the first exit confident enough. DDNN (the
 same authors, "Distributed Deep Neural Networks over the Cloud, the Edge and
 End Devices", ICDCS 2017, https://arxiv.org/abs/1709.01921) places the
@@ -24,7 +24,8 @@ from a backbone in :data:`BACKBONES`:
 The net returns ``(N, E, K)`` logits: all exits (one batched forward stands
 for the staged execution; a sample's answer and costs depend only on the exit
 it leaves at). :func:`exit_paths` gives each exit's
-:class:`~tinylarge.inference.paths.ExitPath` for one device.
+:class:`~tinylarge.inference.paths.ExitPath` for a placement: what runs on which
+tier, for the caller to price on the device, the edge server and the cloud.
 """
 
 from __future__ import annotations
@@ -32,15 +33,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
 
 from tinylarge.errors import TinylargeError
-from tinylarge.hardware.catalogue import DeviceProfile
-from tinylarge.hardware.cost import inference_cost
-from tinylarge.inference.paths import TIERS, ExitPath, Leg, Step, Tier
+from tinylarge.hardware.cost import Infer
+from tinylarge.inference.paths import TIERS, ExitPath, Leg, PathStep, Tier
 from tinylarge.models.profile import ModelProfile
 from tinylarge.models.profiler import profile_model
 from tinylarge.registry import Registry
@@ -69,6 +68,20 @@ class EarlyExitNet(nn.Module):
             x = stage(x)
             outs.append(head(x))
         return torch.stack(outs, dim=1)
+
+
+def joint_loss(
+    out: torch.Tensor, y: torch.Tensor, exit_weights: Sequence[float] = ()
+) -> torch.Tensor:
+    """BranchyNet's joint loss: ``sum_e w_e * CE(exit_e)`` for ``(N, E, K)`` outputs (all
+    weights 1 by default); plain cross-entropy for ``(N, K)`` outputs."""
+    if out.ndim == 2:
+        return nn.functional.cross_entropy(out, y)
+    weights = tuple(exit_weights) or (1.0,) * out.shape[1]
+    if len(weights) != out.shape[1]:
+        raise ValueError(f"{len(weights)} exit weights for {out.shape[1]} exits")
+    terms = [w * nn.functional.cross_entropy(out[:, e], y) for e, w in enumerate(weights)]
+    return torch.stack(terms).sum()
 
 
 @BACKBONES.register("mlp")
@@ -216,7 +229,6 @@ def exit_paths(
     profiles: Sequence[ExitProfile],
     placement: Sequence[Tier],
     *,
-    processors: dict[Tier, DeviceProfile],
     input_bytes: int,
     result_bytes: int,
 ) -> tuple[ExitPath, ...]:
@@ -228,19 +240,18 @@ def exit_paths(
     """
     paths: list[ExitPath] = []
     for e in range(len(profiles)):
-        steps: list[Step] = []
+        steps: list[PathStep] = []
         here: Tier = "device"
         for i in range(e + 1):
             tier = placement[i]
             if tier != here:
                 size = input_bytes if i == 0 else profiles[i - 1].out_bytes
                 what = "input" if i == 0 else "activations"
-                steps += [Step(leg, what, num_bytes=size) for leg in _HOPS[(here, tier)]]
+                steps += [PathStep(leg, what, num_bytes=size) for leg in _HOPS[(here, tier)]]
                 here = tier
-            proc = processors[tier]
             for part, label in ((profiles[i].stage, "stage"), (profiles[i].head, "exit")):
-                steps.append(Step(tier, f"{label}{i}", cost=inference_cost(part, proc)))
-        steps += [Step(leg, "result", num_bytes=result_bytes) for leg in _RETURN[here]]
+                steps.append(PathStep(tier, f"{label}{i}", work=Infer(part)))
+        steps += [PathStep(leg, "result", num_bytes=result_bytes) for leg in _RETURN[here]]
         on_device = [i for i in range(e + 1) if placement[i] == "device"]
         paths.append(
             ExitPath(exit=e, steps=tuple(steps), fallback_exit=on_device[-1] if on_device else None)

@@ -12,14 +12,21 @@ at a time) and its device energy the sum of the device compute and radio
 joules. The idle power of a device waiting for an answer is not billed, as
 everywhere in tinylarge.
 
+A computation step says what ran (:class:`~tinylarge.hardware.cost.Infer`
+descriptors), not what it cost: the caller's ``price(leg, work)`` prices it on
+the node of its leg (the serving schemes pass the context's prices). A
+transfer step says how many bytes cross which leg; ``transfer(leg, bytes)``
+prices one request's transfer (the context's
+:class:`~tinylarge.sim.context.RequestChannel`: one fading draw per request,
+memoised when the channel is deterministic).
+
 A transfer in outage (SNR below threshold) ends the path: the device answers
 with its *fallback* exit (the last exit it computed itself), after running
 the path's fallback steps (split inference finishes the model locally).
 
-:func:`walk` turns an exit index per sample into per-sample costs with a
-transfer function (``Link.transfer`` per request, memoised when the channel
-is deterministic); :func:`figures` summarises them. Pure functions: billing
-the ledger is the caller's job (:mod:`tinylarge.inference.serving`).
+:func:`walk` turns an exit index per sample into per-sample costs;
+:func:`figures` summarises them. Pure functions: billing the ledger is the
+round clock's job (:meth:`tinylarge.sim.rounds.Round.serve`).
 """
 
 from __future__ import annotations
@@ -32,8 +39,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from tinylarge.hardware.cost import ComputeCost
-from tinylarge.network.link import Link, TransferResult
+from tinylarge.hardware.cost import ComputeCost, Work
+from tinylarge.network.link import TransferResult
 
 #: Where a stage of a model runs: on the device, the edge server or the cloud (DDNN's tiers).
 Tier = Literal["device", "edge", "cloud"]
@@ -52,13 +59,6 @@ LEGS: tuple[Leg, ...] = (
 COMPUTE_LEGS: frozenset[Leg] = frozenset({"device", "edge", "cloud"})
 #: Legs whose joules the device pays: its compute and its radio.
 DEVICE_LEGS: tuple[Leg, ...] = ("device", "uplink", "downlink")
-#: Link and direction of every transfer leg.
-TRANSFER_LEGS: dict[Leg, tuple[Literal["access", "backhaul"], Literal["up", "down"]]] = {
-    "uplink": ("access", "up"),
-    "downlink": ("access", "down"),
-    "backhaul_up": ("backhaul", "up"),
-    "backhaul_down": ("backhaul", "down"),
-}
 LEG_INDEX: dict[Leg, int] = {leg: i for i, leg in enumerate(LEGS)}
 
 FloatArray = NDArray[np.float64]
@@ -67,23 +67,27 @@ BoolArray = NDArray[np.bool_]
 
 #: ``transfer(leg, num_bytes)``: the cost of one request's transfer on a transfer leg.
 TransferFn = Callable[[Leg, int], TransferResult]
+#: ``price(leg, work)``: seconds, joules and MACs of a computation on the node of a compute leg.
+PriceFn = Callable[[Leg, "Work | Sequence[Work]"], ComputeCost]
 
 
 @dataclass(frozen=True)
-class Step:
-    """One computation (``cost``) or transfer (``num_bytes``) on one leg.
+class PathStep:
+    """One computation (``work``) or transfer (``num_bytes``) on one leg of a request's path.
 
-    ``what`` labels the ledger event (``"infer-tiny"``, ``"input"``, ``"result"``...).
+    ``work`` is what ran (one :data:`~tinylarge.hardware.cost.Work` or several, priced
+    together on the leg's node); ``what`` labels the ledger event (``"infer-tiny"``,
+    ``"input"``, ``"result"``...).
     """
 
     leg: Leg
     what: str
-    cost: ComputeCost | None = None
+    work: Work | tuple[Work, ...] | None = None
     num_bytes: int = 0
 
     def __post_init__(self) -> None:
-        if (self.leg in COMPUTE_LEGS) != (self.cost is not None):
-            raise ValueError(f"step on leg {self.leg!r} needs a cost iff it is a computation")
+        if (self.leg in COMPUTE_LEGS) != (self.work is not None):
+            raise ValueError(f"step on leg {self.leg!r} needs work iff it is a computation")
         if self.num_bytes < 0:
             raise ValueError("num_bytes must be >= 0")
 
@@ -102,9 +106,9 @@ class ExitPath:
     """
 
     exit: int
-    steps: tuple[Step, ...]
+    steps: tuple[PathStep, ...]
     fallback_exit: int | None = None
-    fallback_steps: tuple[Step, ...] = ()
+    fallback_steps: tuple[PathStep, ...] = ()
 
     @property
     def offloads(self) -> bool:
@@ -168,7 +172,7 @@ class Walk:
     costs: SampleCosts
     answered: IntArray
     outage: BoolArray
-    by_what: dict[tuple[Leg, str], tuple[float, float, int, int]]
+    by_what: dict[tuple[str, str], tuple[float, float, int, int]]
 
 
 def _zeros(n: int) -> tuple[FloatArray, FloatArray, IntArray, IntArray]:
@@ -176,15 +180,20 @@ def _zeros(n: int) -> tuple[FloatArray, FloatArray, IntArray, IntArray]:
     return np.zeros(shape), np.zeros(shape), np.zeros(shape, np.int64), np.zeros(shape, np.int64)
 
 
+Totals = tuple[FloatArray, FloatArray, IntArray, IntArray]
+Prices = dict[int, ComputeCost]
+
+
 def _add(
-    out: tuple[FloatArray, FloatArray, IntArray, IntArray],
+    out: Totals,
     row: int,
-    step: Step,
+    step: PathStep,
+    cost: ComputeCost | None,
     res: TransferResult | None,
     by_what: dict[tuple[Leg, str], list[float]],
 ) -> None:
-    if step.cost is not None:
-        s, e, m, b = step.cost.latency_s, step.cost.energy_j, step.cost.macs, 0
+    if cost is not None:
+        s, e, m, b = cost.latency_s, cost.energy_j, cost.macs, 0
     else:
         assert res is not None
         s, e, m, b = res.time_s, res.energy_j, 0, step.num_bytes
@@ -203,32 +212,48 @@ def _add(
 def _walk_one(
     path: ExitPath,
     transfer: TransferFn,
-    out: tuple[FloatArray, FloatArray, IntArray, IntArray],
+    prices: Prices,
+    out: Totals,
     row: int,
     by_what: dict[tuple[Leg, str], list[float]],
 ) -> tuple[int, bool]:
     """Walk one sample along ``path``; return (answered exit or -1, hit an outage)."""
     for step in path.steps:
-        res = None if step.cost is not None else transfer(step.leg, step.num_bytes)
-        if res is not None and res.outage:
+        if step.work is not None:
+            _add(out, row, step, prices[id(step)], None, by_what)
+            continue
+        res = transfer(step.leg, step.num_bytes)
+        if res.outage:
             for fallback in path.fallback_steps:
-                _add(out, row, fallback, None, by_what)
+                _add(out, row, fallback, prices[id(fallback)], None, by_what)
             return (-1 if path.fallback_exit is None else path.fallback_exit), True
-        _add(out, row, step, res, by_what)
+        _add(out, row, step, None, res, by_what)
     return path.exit, False
+
+
+def _price_steps(paths: Sequence[ExitPath], used: Sequence[int], price: PriceFn) -> Prices:
+    """Each computation step of the used paths priced once (keyed by the step's identity)."""
+    prices: Prices = {}
+    for e in used:
+        for step in (*paths[e].steps, *paths[e].fallback_steps):
+            if step.work is not None and id(step) not in prices:
+                prices[id(step)] = price(step.leg, step.work)
+    return prices
 
 
 def walk(
     exits: IntArray | Sequence[int],
     paths: Sequence[ExitPath],
-    transfer: TransferFn,
     *,
+    transfer: TransferFn,
+    price: PriceFn,
     deterministic: bool,
 ) -> Walk:
     """Per-sample costs of serving sample ``i`` along ``paths[exits[i]]``.
 
-    With ``deterministic=True`` (no fading or shadowing) each path is walked
-    once and its cost repeated; otherwise every sample's transfers call
+    ``price(leg, work)`` prices each computation step (once per step), ``transfer(leg,
+    bytes)`` each transfer. With ``deterministic=True`` (no fading or shadowing) each
+    path is walked once and its cost repeated; otherwise every sample's transfers call
     ``transfer`` in sample order (one channel draw per request).
     """
     ex = np.asarray(exits, dtype=np.int64)
@@ -237,11 +262,13 @@ def walk(
     answered = np.full(n, -1, dtype=np.int64)
     outage = np.zeros(n, dtype=bool)
     by_what: dict[tuple[Leg, str], list[float]] = {}
+    used = [int(e) for e in np.unique(ex).tolist()]
+    prices = _price_steps(paths, used, price)
     if deterministic:
-        for e in np.unique(ex).tolist():
+        for e in used:
             one = _zeros(1)
             local: dict[tuple[Leg, str], list[float]] = {}
-            answer, failed = _walk_one(paths[e], transfer, one, 0, local)
+            answer, failed = _walk_one(paths[e], transfer, prices, one, 0, local)
             members = ex == e
             for k in range(4):
                 out[k][members] = one[k][0]
@@ -254,54 +281,12 @@ def walk(
                     acc[k] += values[k] * count
     else:
         for i in range(n):
-            answered[i], outage[i] = _walk_one(paths[int(ex[i])], transfer, out, i, by_what)
-    totals = {k: (float(v[0]), float(v[1]), round(v[2]), round(v[3])) for k, v in by_what.items()}
+            answered[i], outage[i] = _walk_one(paths[int(ex[i])], transfer, prices, out, i, by_what)
+    totals: dict[tuple[str, str], tuple[float, float, int, int]] = {
+        k: (float(v[0]), float(v[1]), round(v[2]), round(v[3])) for k, v in by_what.items()
+    }
     costs = SampleCosts(seconds=out[0], joules=out[1], macs=out[2], bytes=out[3])
     return Walk(costs=costs, answered=answered, outage=outage, by_what=totals)
-
-
-class LinkTransfers:
-    """A :data:`TransferFn` over a device's access link and an optional backhaul.
-
-    Deterministic (no fading, no shadowing): results are memoised per (leg,
-    bytes). Otherwise each call draws from the leg's own generator, in call
-    order, so a given (seed, round, device) always sees the same channel.
-    """
-
-    def __init__(
-        self,
-        access: Link,
-        *,
-        backhaul: Link | None = None,
-        fading: bool = False,
-        shadowing: bool = False,
-        rngs: dict[Leg, np.random.Generator] | None = None,
-    ) -> None:
-        self.access = access
-        self.backhaul = backhaul
-        self.fading = fading
-        self.shadowing = shadowing
-        self.rngs = rngs or {}
-        self.deterministic = not (fading or shadowing)
-        self._memo: dict[tuple[Leg, int], TransferResult] = {}
-
-    def __call__(self, leg: Leg, num_bytes: int) -> TransferResult:
-        if self.deterministic and (leg, num_bytes) in self._memo:
-            return self._memo[(leg, num_bytes)]
-        which, direction = TRANSFER_LEGS[leg]
-        link = self.access if which == "access" else self.backhaul
-        if link is None:
-            raise ValueError(f"leg {leg!r} needs a backhaul link")
-        res = link.transfer(
-            num_bytes,
-            rng=self.rngs.get(leg),
-            direction=direction,
-            fading=self.fading and which == "access",
-            shadowing=self.shadowing and which == "access",
-        )
-        if self.deterministic:
-            self._memo[(leg, num_bytes)] = res
-        return res
 
 
 @dataclass(frozen=True)

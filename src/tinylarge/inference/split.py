@@ -14,15 +14,25 @@ device energy under the device's current link (Kang et al., "Neurosurgeon:
 Collaborative Intelligence Between the Cloud and Mobile Edge", ASPLOS 2017,
 https://doi.org/10.1145/3037697.3037698).
 
+A deployed model fuses a convolution or a linear layer with its BatchNorm and
+activation, so a partition may only separate an operator from the operators
+that read it where the operator ends such a group
+(:func:`tinylarge.models.cuts.ends_group`: after an activation or a pooling
+layer; never after a conv, a linear layer, a BatchNorm, a pure view such as
+``Flatten``, or ResNet's residual addition, which is fused with the ReLU that
+follows it). For a chain the partitions are the execution-order prefixes that
+end after such an operator, and the two ends.
+
 Models that are not chains (a ResNet's skip connections) have more partitions
-than execution-order prefixes: the device may run a block's 1x1 shortcut but
-not its main branch. Following DADS (Hu et al., INFOCOM 2019,
+than execution-order prefixes: the device may run a block's first conv group
+(conv, BatchNorm, ReLU) and send it with the block's input, which the server's
+shortcut still reads. Following DADS (Hu et al., INFOCOM 2019,
 https://doi.org/10.1109/INFOCOM.2019.8737614) the best offloading partition is
 a minimum s-t cut of the operator graph (:mod:`tinylarge.inference.mincut`):
 device cost on one side, server cost on the other, each crossing tensor's
 transfer cost counted once however many server operators read it. It is exact
 when the uplink cost is affine in bytes (every link preset except LoRa, whose
-frames make it a step function). The plan evaluates that cut, every
+frames make it a step function). The plan evaluates that cut, every allowed
 execution-order prefix and the all-on-device end exactly, and keeps the best
 one whose device part fits the device: flash for its fp32 weights (4 B per
 parameter plus the profiler's format overhead) and SRAM for the peak of its
@@ -41,7 +51,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
@@ -50,7 +59,7 @@ from tinylarge.errors import TinylargeError
 from tinylarge.hardware.catalogue import DeviceProfile
 from tinylarge.hardware.cost import ComputeCost, inference_cost
 from tinylarge.inference.mincut import min_cut
-from tinylarge.inference.training import NetSpec
+from tinylarge.models.cuts import ends_group
 from tinylarge.models.memory import Step, lifetimes, peak_bytes
 from tinylarge.models.profile import LayerProfile, ModelProfile
 from tinylarge.models.profiler import (
@@ -61,7 +70,6 @@ from tinylarge.models.profiler import (
     profile_model,
 )
 from tinylarge.network.link import Link, TransferResult
-from tinylarge.sim.client import Weights, set_weights
 
 Objective = Literal["latency", "energy"]
 OBJECTIVES: tuple[Objective, ...] = ("latency", "energy")
@@ -72,13 +80,19 @@ FP32_BYTES = 4
 
 @dataclass(frozen=True)
 class GraphOp:
-    """One operator: its profile row, the fx node it came from, what it reads."""
+    """One operator: its profile row, the fx node it came from, what it reads.
+
+    ``ends_group``: whether the operators reading its output may run on the other
+    side of a partition (:func:`tinylarge.models.cuts.ends_group`); an operator that
+    does not end its group runs on the same side as every operator reading it.
+    """
 
     node: str
     layer: LayerProfile
     inputs: tuple[int, ...]
     alias: bool = False
     inplace: bool = False
+    ends_group: bool = True
 
 
 @dataclass(frozen=True)
@@ -123,7 +137,12 @@ def model_graph(module: nn.Module, *, input_shape: Sequence[int], name: str) -> 
     in_bytes = FP32_BYTES * math.prod(shape)
     if profile.extra.get("traced") != "fx":
         ops = tuple(
-            GraphOp(node=layer.name, layer=layer, inputs=(i - 1,) if i else (INPUT,))
+            GraphOp(
+                node=layer.name,
+                layer=layer,
+                inputs=(i - 1,) if i else (INPUT,),
+                ends_group=_module_ends_group(module, layer.name),
+            )
             for i, layer in enumerate(profile.layers)
         )
         return ModelGraph(profile=profile, ops=ops, output=len(ops) - 1, input_bytes=in_bytes)
@@ -156,12 +175,29 @@ def model_graph(module: nn.Module, *, input_shape: Sequence[int], name: str) -> 
         )
         alias, inplace = _memory_flags(gm, node)
         index[node.name] = len(ops_list)
+        ends = node.op == "call_module" and ends_group(gm.get_submodule(str(node.target)))
         ops_list.append(
-            GraphOp(node=node.name, layer=layer, inputs=inputs, alias=alias, inplace=inplace)
+            GraphOp(
+                node=node.name,
+                layer=layer,
+                inputs=inputs,
+                alias=alias,
+                inplace=inplace,
+                ends_group=ends,
+            )
         )
     if output < 0:
         raise TinylargeError(f"model {name!r} has no operator producing its output")
     return ModelGraph(profile=profile, ops=tuple(ops_list), output=output, input_bytes=in_bytes)
+
+
+def _module_ends_group(module: nn.Module, name: str) -> bool:
+    """Whether the submodule called ``name`` ends a group (False when there is none: a
+    functional operator is fused with what follows it)."""
+    try:
+        return ends_group(module.get_submodule(name))
+    except AttributeError:
+        return False
 
 
 def _memory_flags(gm: fx.GraphModule, node: fx.Node) -> tuple[bool, bool]:
@@ -179,14 +215,17 @@ def _memory_flags(gm: fx.GraphModule, node: fx.Node) -> tuple[bool, bool]:
     return (cost.alias, cost.inplace) if cost is not None else (False, False)
 
 
-def op_costs(graph: ModelGraph, device: DeviceProfile) -> tuple[ComputeCost, ...]:
-    """Cost of each operator on ``device`` at fp32 (they add up to ``inference_cost``)."""
+def op_profiles(graph: ModelGraph) -> tuple[ModelProfile, ...]:
+    """Each operator as a one-layer profile (fp32): what runs when a node runs it."""
     return tuple(
-        inference_cost(
-            replace(graph.profile, layers=(op.layer,), macs=op.layer.macs), device, dtype="fp32"
-        )
+        replace(graph.profile, layers=(op.layer,), macs=op.layer.macs, dtype="fp32")
         for op in graph.ops
     )
+
+
+def op_costs(graph: ModelGraph, device: DeviceProfile) -> tuple[ComputeCost, ...]:
+    """Cost of each operator on ``device`` at fp32 (they add up to ``inference_cost``)."""
+    return tuple(inference_cost(p, device, dtype="fp32") for p in op_profiles(graph))
 
 
 def crossing(graph: ModelGraph, device_ops: frozenset[int]) -> tuple[int, ...]:
@@ -203,6 +242,23 @@ def crossing(graph: ModelGraph, device_ops: frozenset[int]) -> tuple[int, ...]:
 def is_closed(graph: ModelGraph, device_ops: frozenset[int]) -> bool:
     """Whether every device operator reads only the input or device operators."""
     return all(p == INPUT or p in device_ops for i in device_ops for p in graph.ops[i].inputs)
+
+
+def keeps_groups(graph: ModelGraph, device_ops: frozenset[int]) -> bool:
+    """Whether no device operator that does not end its group is read on the server."""
+    return not any(
+        p in device_ops
+        for i in range(len(graph.ops))
+        if i not in device_ops
+        for p in graph.ops[i].inputs
+        if p != INPUT and not graph.ops[p].ends_group
+    )
+
+
+def is_partition(graph: ModelGraph, device_ops: frozenset[int]) -> bool:
+    """Whether ``device_ops`` may run on the device: closed under predecessors, and
+    separating no operator from its group (see the module docstring)."""
+    return is_closed(graph, device_ops) and keeps_groups(graph, device_ops)
 
 
 def device_memory(graph: ModelGraph, device_ops: frozenset[int]) -> tuple[int, int]:
@@ -294,6 +350,8 @@ def evaluate(
     """Exact cost of running ``device_ops`` on the device and the rest on the server."""
     if not is_closed(graph, device_ops):
         raise ValueError("a device operator reads a tensor computed on the server")
+    if not keeps_groups(graph, device_ops):
+        raise ValueError("a partition separates an operator from its group (models.cuts)")
     everything = len(device_ops) == len(graph.ops)
     server_ops = [i for i in range(len(graph.ops)) if i not in device_ops]
     up_bytes = 0 if everything else sum(graph.tensor_bytes(p) for p in crossing(graph, device_ops))
@@ -335,7 +393,10 @@ def mincut_partition(
     Nodes: 0 source (device side), 1 sink (server side), 2 the input, 3 + i
     operator i, then one auxiliary node per tensor read by several operators
     so that its transfer is paid once. The output operator is pinned to the
-    server (all-on-device is evaluated separately: it transfers nothing).
+    server (all-on-device is evaluated separately: it transfers nothing). An
+    operator that does not end its group is tied to each operator reading it by
+    infinite edges both ways (with the producer edge already there), so no cut
+    separates a group.
     """
     n_ops = len(graph.ops)
     node = {INPUT: 2, **{i: 3 + i for i in range(n_ops)}}
@@ -343,6 +404,11 @@ def mincut_partition(
     for i, op in enumerate(graph.ops):
         edges += [(0, 3 + i, server_cost[i]), (3 + i, 1, device_cost[i])]
         edges += [(3 + i, 3 + p, math.inf) for p in op.inputs if p != INPUT]
+        edges += [
+            (3 + p, 3 + i, math.inf)
+            for p in op.inputs
+            if p != INPUT and not graph.ops[p].ends_group
+        ]
     next_id = 3 + n_ops
     for producer, readers in graph.consumers().items():
         if not readers:
@@ -360,7 +426,7 @@ def mincut_partition(
 
 @dataclass(frozen=True)
 class PartitionPlan:
-    """Every execution-order point, the min-cut partition, and the choice."""
+    """Every allowed execution-order point, the min-cut partition, and the choice."""
 
     graph: ModelGraph
     objective: str
@@ -387,7 +453,8 @@ def plan_partition(
     link: Link,
     objective: str,
 ) -> PartitionPlan:
-    """Evaluate every execution-order point and the min-cut partition; choose the best feasible.
+    """Evaluate every execution-order point that keeps the groups whole (both ends always)
+    and the min-cut partition; choose the best feasible.
 
     Ties go to the other objective, then to fewer device operators. ``best``
     is ``None`` when nothing is feasible (no device part fits and the link is
@@ -401,7 +468,8 @@ def plan_partition(
     def cost_of(ops: frozenset[int]) -> PartitionCost:
         return evaluate(graph, ops, device=device, device_costs=dev, server_costs=srv, link=link)
 
-    points = tuple(cost_of(frozenset(range(k))) for k in range(len(graph.ops) + 1))
+    prefixes = (frozenset(range(k)) for k in range(len(graph.ops) + 1))
+    points = tuple(cost_of(ops) for ops in prefixes if is_partition(graph, ops))
     slope = per_byte(link, objective=objective, scale_bytes=graph.input_bytes)
     cut: PartitionCost | None = None
     if math.isfinite(slope):
@@ -488,27 +556,3 @@ class SplitRunner:
         env = self._run(dict(sent), self.server_nodes)
         result: torch.Tensor = env[self.names.output]
         return result
-
-
-@dataclass(frozen=True)
-class DevicePartTask:
-    """Run a partition's device part on ``x`` (a backend task; the server part runs in-process)."""
-
-    net: NetSpec
-    weights: Weights
-    names: SplitNames
-    x: np.ndarray
-    threads: int = 1
-
-
-def run_device_part(
-    task: DevicePartTask, x_train: np.ndarray, y_train: np.ndarray
-) -> dict[str, np.ndarray]:
-    """The tensors the device sends for every row of ``task.x``, as numpy arrays."""
-    torch.set_num_threads(task.threads)
-    model = task.net.build()
-    set_weights(model, task.weights)
-    model.eval()
-    runner = SplitRunner(model, task.names)
-    sent = runner.device_part(torch.from_numpy(np.ascontiguousarray(task.x)))
-    return {k: v.numpy() for k, v in sent.items()}

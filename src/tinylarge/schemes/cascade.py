@@ -6,8 +6,8 @@ validation split, chooses the offloading threshold for the target, pushes the
 tiny model to the devices, and the devices serve the test set: confident
 requests are answered on the device, the others are uploaded to the large
 model. Baselines in the same run: the tiny model alone (``device_only``) and
-everything offloaded (``server_only``). See :mod:`tinylarge.inference.cascade`
-and docs/collaborative_inference.md.
+everything offloaded (``server_only``). See :mod:`tinylarge.inference.cascade`,
+:mod:`tinylarge.schemes._serving` (the round) and docs/collaborative_inference.md.
 
 Park et al., CODES+ISSS 2015, https://doi.org/10.1109/CODESISSS.2015.7331375;
 Vu et al., arXiv 2505.15854, https://arxiv.org/abs/2505.15854.
@@ -19,55 +19,30 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
 
 from tinylarge.hardware.fit import FitReport, check_fit
-from tinylarge.inference.cascade import LARGE, TINY, CascadePaths, cascade_paths
-from tinylarge.inference.exits import ThresholdedScheme, ThresholdOptions
+from tinylarge.inference.cascade import LARGE, TINY, cascade_paths
 from tinylarge.inference.paths import ExitPath
-from tinylarge.inference.serving import DeviceServing
-from tinylarge.inference.training import NetSpec, PredictTask, predict
 from tinylarge.models.profiler import profile_model
-from tinylarge.models.zoo import MODELS
+from tinylarge.models.weights import nbytes
+from tinylarge.models.zoo import ModelSpec
+from tinylarge.schemes._serving import DeviceServing
+from tinylarge.schemes._serving_tasks import NetSpec, PredictTask, predict_net
+from tinylarge.schemes._thresholds import ThresholdedScheme
 from tinylarge.schemes.base import register_scheme
-from tinylarge.sim.client import ModelSpec
-from tinylarge.sim.context import Client, weights_nbytes
-
-#: Default large model: a wide MLP works for every input shape.
-DEFAULT_LARGE_OPTIONS: dict[str, Any] = {"hidden": [256, 256]}
-
-
-class CascadeOptions(ThresholdOptions):
-    #: Zoo model at the server; ``large_options`` are its builder options.
-    large_model: str = "mlp"
-    large_options: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_LARGE_OPTIONS))
-
-    @model_validator(mode="before")
-    @classmethod
-    def _large_defaults(cls, data: Any) -> Any:
-        """The wide-MLP options are the default only for the default MLP."""
-        if isinstance(data, dict) and data.get("large_model", "mlp") != "mlp":
-            return {"large_options": {}, **data}
-        return data
-
-    @field_validator("large_model")
-    @classmethod
-    def _known_model(cls, v: str) -> str:
-        MODELS[v]
-        return v
+from tinylarge.schemes.options.inference import CascadeOptions
+from tinylarge.sim.context import Client
 
 
 @register_scheme
-class Cascade(ThresholdedScheme):
+class Cascade(ThresholdedScheme[CascadeOptions]):
     """Tiny model on the device, large model at the server, confidence offloading."""
 
     name = "cascade"
-    Options = CascadeOptions
     first_offload_exit = LARGE
 
     def build_nets(self) -> dict[str, NetSpec]:
         opts = self.options
-        assert isinstance(opts, CascadeOptions)
         spec = self.ctx.spec
         large = ModelSpec(
             name=opts.large_model,
@@ -78,6 +53,9 @@ class Cascade(ThresholdedScheme):
         large.build()  # fail early on bad options
         return {"tiny": spec, "large": large}
 
+    def device_part(self) -> str:
+        return f"the tiny model {self.ctx.spec.name!r}"
+
     def mode_setup(self) -> None:
         super().mode_setup()
         shape = self.ctx.spec.input_shape
@@ -85,29 +63,21 @@ class Cascade(ThresholdedScheme):
             role: profile_model(net.build(), input_shape=shape, name=role, dtype="fp32")
             for role, net in self.nets.items()
         }
-        self._paths: dict[str, CascadePaths] = {}
-
-    def paths_of(self, client: Client) -> CascadePaths:
-        key = client.profile.id
-        if key not in self._paths:
-            self._paths[key] = cascade_paths(
-                tiny=self.profiles["tiny"],
-                large=self.profiles["large"],
-                device=client.profile,
-                server=self.ctx.server,
-                input_bytes=self.input_bytes,
-                result_bytes=self.result_bytes,
-            )
-        return self._paths[key]
+        self.paths = cascade_paths(
+            tiny=self.profiles["tiny"],
+            large=self.profiles["large"],
+            input_bytes=self.input_bytes,
+            result_bytes=self.result_bytes,
+        )
 
     def client_paths(self, client: Client) -> tuple[ExitPath, ...]:
-        return self.paths_of(client).cascade
+        return self.paths.cascade
 
     def device_fit(self, client: Client) -> FitReport:
         return check_fit(self.profiles["tiny"], client.profile, training=False)
 
     def deploy_bytes(self, client: Client) -> int:
-        return weights_nbytes(self.weights["tiny"])
+        return nbytes(self.weights["tiny"])
 
     def exit_logits(self, logits: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         return [logits["tiny"], logits["large"]]
@@ -121,8 +91,8 @@ class Cascade(ThresholdedScheme):
             )
             for c in clients
         ]
-        tiny = ctx.backend.map(predict, tasks)
-        large = predict(
+        tiny = ctx.backend.map(predict_net, tasks)
+        large = predict_net(
             PredictTask(
                 net=self.nets["large"],
                 weights=self.weights["large"],
@@ -150,13 +120,10 @@ class Cascade(ThresholdedScheme):
             )
         return out
 
-    def baselines(
-        self, rnd: int, served: Sequence[DeviceServing]
-    ) -> dict[str, list[DeviceServing]]:
+    def baselines(self, served: Sequence[DeviceServing]) -> dict[str, list[DeviceServing]]:
         out: dict[str, list[DeviceServing]] = {"device_only": [], "server_only": []}
+        paths = (self.paths.device_only, self.paths.server_only)
         for s in served:
-            p = self.paths_of(s.client)
-            paths = (p.device_only, p.server_only)
             for name, exit_ in (("device_only", TINY), ("server_only", LARGE)):
                 out[name].append(
                     DeviceServing(
@@ -171,12 +138,10 @@ class Cascade(ThresholdedScheme):
         return out
 
     def extras(self) -> dict[str, Any]:
-        opts = self.options
-        assert isinstance(opts, CascadeOptions)
         return {
             **super().extras(),
             "tiny_model": self.ctx.spec.name,
-            "large_model": opts.large_model,
+            "large_model": self.options.large_model,
             "tiny_macs": self.profiles["tiny"].macs,
             "large_macs": self.profiles["large"].macs,
         }

@@ -10,7 +10,8 @@ uplink, leaving the edge sends them over the ``backhaul`` to the ``cloud``
 profile, and an answer found off the device comes back to it. Baselines in
 the same run: the device's own last exit (``device_only``; the whole network
 on the device when no stage is placed there) and the whole network at the
-edge (``server_only``). See :mod:`tinylarge.inference.early_exit`.
+edge (``server_only``). See :mod:`tinylarge.inference.early_exit` and
+:mod:`tinylarge.schemes._serving` (the round).
 
 Teerapittayanon et al., BranchyNet (ICPR 2016), https://arxiv.org/abs/1709.01686;
 DDNN (ICDCS 2017), https://arxiv.org/abs/1709.01921.
@@ -19,130 +20,90 @@ DDNN (ICDCS 2017), https://arxiv.org/abs/1709.01921.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field, field_validator
 
+from tinylarge.errors import TinylargeError
 from tinylarge.hardware.catalogue import get_device
 from tinylarge.hardware.fit import FitReport, check_fit
 from tinylarge.inference.early_exit import (
-    TIERS,
-    EarlyExitNet,
     EarlyExitSpec,
-    Tier,
     check_placement,
     device_segment,
     exit_paths,
     profile_exits,
 )
-from tinylarge.inference.exits import ThresholdedScheme, ThresholdOptions
-from tinylarge.inference.paths import ExitPath
-from tinylarge.inference.serving import DeviceServing
-from tinylarge.inference.training import NetSpec, PredictTask, predict
+from tinylarge.inference.paths import ExitPath, Tier
 from tinylarge.models.profiler import profile_model
+from tinylarge.models.weights import get_weights, nbytes
 from tinylarge.network.link import Link
-from tinylarge.network.presets import PRESETS
+from tinylarge.schemes._serving import DeviceServing
+from tinylarge.schemes._serving_tasks import NetSpec, PredictTask, predict_net
+from tinylarge.schemes._thresholds import ThresholdedScheme
 from tinylarge.schemes.base import register_scheme
-from tinylarge.sim.client import get_weights
-from tinylarge.sim.context import Client, weights_nbytes
-
-
-class EarlyExitOptions(ThresholdOptions):
-    #: ``mlp``, ``cnn`` or ``auto`` (cnn for images of at least 4x4, else mlp).
-    backbone: Literal["auto", "mlp", "cnn"] = "auto"
-    #: Width of each stage (default mlp 64/256/512, cnn 8/32/64): one exit per stage.
-    widths: list[Annotated[int, Field(ge=1)]] | None = None
-    #: Tier of each stage, device -> edge -> cloud.
-    placement: list[Tier] = Field(default_factory=lambda: list(TIERS))
-    #: Joint-loss weight of each exit (default all 1).
-    exit_weights: list[Annotated[float, Field(ge=0)]] | None = None
-    #: Catalogue id of the cloud tier.
-    cloud: str = "a100"
-    #: Link preset between the edge server and the cloud.
-    backhaul: str = "ethernet"
-
-    @field_validator("cloud")
-    @classmethod
-    def _known_cloud(cls, v: str) -> str:
-        get_device(v)
-        return v
-
-    @field_validator("backhaul")
-    @classmethod
-    def _known_backhaul(cls, v: str) -> str:
-        PRESETS[v]
-        return v
+from tinylarge.schemes.options.inference import EarlyExitOptions
+from tinylarge.sim.context import Client
 
 
 @register_scheme
-class EarlyExit(ThresholdedScheme):
+class EarlyExit(ThresholdedScheme[EarlyExitOptions]):
     """BranchyNet exits with DDNN tier placement."""
 
     name = "early-exit"
-    Options = EarlyExitOptions
 
-    def _opts(self) -> EarlyExitOptions:
-        assert isinstance(self.options, EarlyExitOptions)
-        return self.options
+    def net_spec(self) -> EarlyExitSpec:
+        """The multi-exit network (input shape and classes from the dataset)."""
+        spec = self.ctx.spec
+        return EarlyExitSpec(
+            input_shape=spec.input_shape,
+            num_classes=spec.num_classes,
+            backbone=self.options.backbone,
+            widths=tuple(self.options.widths or ()),
+        )
 
     def build_nets(self) -> dict[str, NetSpec]:
-        opts = self._opts()
-        spec = self.ctx.spec
-        return {
-            "net": EarlyExitSpec(
-                input_shape=spec.input_shape,
-                num_classes=spec.num_classes,
-                backbone=opts.backbone,
-                widths=tuple(opts.widths or ()),
-            )
-        }
+        return {"net": self.net_spec()}
 
     def exit_weights(self, role: str) -> tuple[float, ...]:
-        return tuple(self._opts().exit_weights or ())
+        return tuple(self.options.exit_weights or ())
+
+    def device_part(self) -> str:
+        return "the device stages of the early-exit network"
 
     def mode_setup(self) -> None:
         super().mode_setup()
-        opts = self._opts()
-        net = self.nets["net"].build()
-        assert isinstance(net, EarlyExitNet)
+        opts = self.options
+        net = self.net_spec().build()
         shape = self.ctx.spec.input_shape
         self.profiles = profile_exits(net, shape)
         num = len(self.profiles)
         self.tiers: tuple[Tier, ...] = check_placement(opts.placement, num)
         if opts.exit_weights is not None and len(opts.exit_weights) != num:
-            from tinylarge.errors import TinylargeError
-
             raise TinylargeError(
-                f"exit_weights has {len(opts.exit_weights)} values for {num} exits"
+                f"scheme.options.exit_weights has {len(opts.exit_weights)} values for {num} exits"
             )
         self.cloud = get_device(opts.cloud)
         self.backhaul = Link.from_preset(opts.backhaul)
         self.first_offload_exit = sum(1 for t in self.tiers if t == "device")
         segment = device_segment(net, self.tiers)
-        self.segment_bytes = weights_nbytes(get_weights(segment)) if segment else 0
+        self.segment_bytes = nbytes(get_weights(segment)) if segment else 0
         self.segment_profile = (
             profile_model(segment, input_shape=shape, name="device-stages", dtype="fp32")
             if segment is not None
             else None
         )
-        self._paths: dict[tuple[str, tuple[Tier, ...]], tuple[ExitPath, ...]] = {}
+        self._paths: dict[tuple[Tier, ...], tuple[ExitPath, ...]] = {}
 
-    def paths_for(self, client: Client, tiers: tuple[Tier, ...]) -> tuple[ExitPath, ...]:
-        key = (client.profile.id, tiers)
-        if key not in self._paths:
-            assert self.cloud is not None
-            self._paths[key] = exit_paths(
-                self.profiles,
-                tiers,
-                processors={"device": client.profile, "edge": self.ctx.server, "cloud": self.cloud},
-                input_bytes=self.input_bytes,
-                result_bytes=self.result_bytes,
+    def paths_for(self, tiers: tuple[Tier, ...]) -> tuple[ExitPath, ...]:
+        if tiers not in self._paths:
+            self._paths[tiers] = exit_paths(
+                self.profiles, tiers, input_bytes=self.input_bytes, result_bytes=self.result_bytes
             )
-        return self._paths[key]
+        return self._paths[tiers]
 
     def client_paths(self, client: Client) -> tuple[ExitPath, ...]:
-        return self.paths_for(client, self.tiers)
+        return self.paths_for(self.tiers)
 
     def device_fit(self, client: Client) -> FitReport:
         if self.segment_profile is None:
@@ -166,7 +127,7 @@ class EarlyExit(ThresholdedScheme):
             for c in clients
         ]
         out: list[DeviceServing] = []
-        for c, logits in zip(clients, ctx.backend.map(predict, tasks), strict=True):
+        for c, logits in zip(clients, ctx.backend.map(predict_net, tasks), strict=True):
             per_exit = [logits[:, e] for e in range(logits.shape[1])]
             conf = self.confidences(per_exit)
             exits = self.decide(c, conf)
@@ -183,9 +144,7 @@ class EarlyExit(ThresholdedScheme):
             )
         return out
 
-    def baselines(
-        self, rnd: int, served: Sequence[DeviceServing]
-    ) -> dict[str, list[DeviceServing]]:
+    def baselines(self, served: Sequence[DeviceServing]) -> dict[str, list[DeviceServing]]:
         last = len(self.profiles) - 1
         k_dev = self.first_offload_exit
         all_device: tuple[Tier, ...] = tuple("device" for _ in self.profiles)
@@ -205,7 +164,7 @@ class EarlyExit(ThresholdedScheme):
                         exits=np.full(n, exit_, dtype=np.int64),
                         predictions=s.predictions,
                         confidence=s.confidence,
-                        paths=self.paths_for(s.client, tiers),
+                        paths=self.paths_for(tiers),
                     )
                 )
         return out

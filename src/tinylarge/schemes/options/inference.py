@@ -1,4 +1,4 @@
-"""Options of the collaborative-inference modes: ``cascade``, ``early-exit``, ``split-inference``."""
+"""Options of the inference modes: ``cascade``, ``early-exit``, ``split-inference``."""
 
 from __future__ import annotations
 
@@ -51,8 +51,9 @@ class ThresholdOptions(ServingOptions):
     target_value: Annotated[float, Field(gt=0, le=1e6)] = 0.99
     #: Cap on the share of requests leaving the device, whatever the target.
     max_offload_fraction: Annotated[float, Field(ge=0, le=1)] = 1.0
-    #: A fixed threshold instead of the validation choice.
-    threshold: Annotated[float, Field(ge=0, le=1)] | None = None
+    #: A fixed confidence threshold instead of the validation choice (confidences are in
+    #: [0, 1]: a threshold above 1 offloads every request).
+    threshold: Annotated[float, Field(ge=0, le=2)] | None = None
     #: Confidence score: ``max-softmax`` or ``entropy`` (1 - normalised entropy).
     confidence: Literal["max-softmax", "entropy"] = "max-softmax"
     #: Temperature-scale every exit on the validation split.
@@ -97,9 +98,7 @@ class EarlyExitOptions(ThresholdOptions):
     #: Tier of each stage, device -> edge -> cloud.
     placement: list[Tier] = Field(default_factory=lambda: list(TIERS), max_length=16)
     #: Joint-loss weight of each exit (default all 1).
-    exit_weights: list[Annotated[float, Field(ge=0, le=1000)]] | None = Field(
-        None, max_length=16
-    )
+    exit_weights: list[Annotated[float, Field(ge=0, le=1000)]] | None = Field(None, max_length=16)
     #: Catalogue id of the cloud tier.
     cloud: str = "a100"
     #: Link preset between the edge server and the cloud.

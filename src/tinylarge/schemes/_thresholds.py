@@ -1,4 +1,4 @@
-"""Confidence-thresholded modes (cascade, early exit): calibration and exit decisions.
+"""Confidence-thresholded inference modes (cascade, early exit): calibration and exit decisions.
 
 Each round, on the validation split, every exit's temperature is fitted
 (:func:`~tinylarge.inference.calibration.fit_temperature`) and a threshold is
@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import Any, TypeVar
 
 import numpy as np
-from pydantic import Field
 
 from tinylarge.inference.calibration import confidence, fit_temperature
 from tinylarge.inference.paths import ExitPath
@@ -28,38 +27,20 @@ from tinylarge.inference.policy import (
     choose_threshold,
     exit_indices,
 )
-from tinylarge.inference.serving import InferenceScheme, ServingOptions
+from tinylarge.schemes._serving import InferenceScheme
+from tinylarge.schemes.options.inference import ThresholdOptions
 from tinylarge.sim.context import Client
 
-
-class ThresholdOptions(ServingOptions):
-    """How requests choose their exit."""
-
-    #: What the validation threshold must achieve: ``accuracy`` (``target_value`` times
-    #: the last exit's accuracy, offloading least), ``offload`` (spend a budget:
-    #: ``target_value`` of the samples leave the device) or ``energy`` (the best accuracy
-    #: within ``target_value`` device joules per inference).
-    target: Literal["accuracy", "offload", "energy"] = "accuracy"
-    target_value: Annotated[float, Field(gt=0)] = 0.99
-    #: Cap on the share of requests leaving the device, whatever the target.
-    max_offload_fraction: Annotated[float, Field(ge=0, le=1)] = 1.0
-    #: A fixed threshold instead of the validation choice.
-    threshold: float | None = None
-    #: Confidence score: ``max-softmax`` or ``entropy`` (1 - normalised entropy).
-    confidence: Literal["max-softmax", "entropy"] = "max-softmax"
-    #: Temperature-scale every exit on the validation split.
-    calibrate: bool = True
-    #: Let every device adapt its threshold online to hold the validation offload fraction.
-    adapt: bool = False
-    #: Step size of the online threshold update (confidence units per request).
-    adapt_rate: Annotated[float, Field(gt=0, le=1)] = 0.01
+TO = TypeVar("TO", bound=ThresholdOptions)
+#: A device group: (profile, link preset, distance in metres).
+Group = tuple[str, str, float]
 
 
-def _group(client: Client) -> tuple[str, str, float]:
+def device_group(client: Client) -> Group:
     return (client.profile.id, client.link_name, float(client.link.distance_m))
 
 
-class ThresholdedScheme(InferenceScheme):
+class ThresholdedScheme(InferenceScheme[TO]):
     """An inference mode with several exits and confidence thresholds."""
 
     #: Exits from this index on are answered away from the device.
@@ -75,13 +56,12 @@ class ThresholdedScheme(InferenceScheme):
 
     def mode_setup(self) -> None:
         self.temperatures: list[float] = []
-        self.choices: dict[tuple[str, str, float], ThresholdChoice] = {}
+        self.choices: dict[Group, ThresholdChoice] = {}
         self.thresholds: dict[int, float] = {}
         self.final_thresholds: dict[int, float] = {}
 
-    def calibrate(self, rnd: int, val_logits: Mapping[str, np.ndarray], y_val: np.ndarray) -> None:
+    def calibrate(self, val_logits: Mapping[str, np.ndarray], y_val: np.ndarray) -> None:
         opts = self.options
-        assert isinstance(opts, ThresholdOptions)
         per_exit = self.exit_logits(val_logits)
         self.temperatures = [
             fit_temperature(lg, y_val) if opts.calibrate else 1.0 for lg in per_exit
@@ -89,8 +69,8 @@ class ThresholdedScheme(InferenceScheme):
         conf = self.confidences(per_exit)
         correct = np.stack([lg.argmax(axis=1) == y_val for lg in per_exit], axis=1)
         self.choices = {}
-        for c in self.serving:
-            key = _group(c)
+        for c in self.pool:
+            key = device_group(c)
             if key not in self.choices:
                 self.choices[key] = choose_threshold(
                     conf=conf,
@@ -106,11 +86,9 @@ class ThresholdedScheme(InferenceScheme):
 
     def confidences(self, per_exit: Sequence[np.ndarray]) -> np.ndarray:
         """``(n, E)`` calibrated confidences of every exit."""
-        opts = self.options
-        assert isinstance(opts, ThresholdOptions)
         return np.stack(
             [
-                confidence(lg, temperature=t, kind=opts.confidence)
+                confidence(lg, temperature=t, kind=self.options.confidence)
                 for lg, t in zip(per_exit, self.temperatures, strict=True)
             ],
             axis=1,
@@ -119,12 +97,11 @@ class ThresholdedScheme(InferenceScheme):
     def decide(self, client: Client, conf: np.ndarray) -> np.ndarray:
         """Exit of each of ``client``'s requests, in order."""
         opts = self.options
-        assert isinstance(opts, ThresholdOptions)
         start = self.thresholds[client.id]
         if not opts.adapt:
             self.final_thresholds[client.id] = start
             return exit_indices(conf, start)
-        choice = self.choices[_group(client)]
+        choice = self.choices[device_group(client)]
         exits, final = adapt_online(
             conf,
             threshold=start,
@@ -147,14 +124,17 @@ class ThresholdedScheme(InferenceScheme):
 
     def mode_state(self) -> dict[str, Any]:
         return {
-            "temperatures": self.temperatures,
-            "choices": self.choices,
-            "thresholds": self.thresholds,
-            "final_thresholds": self.final_thresholds,
+            "temperatures": list(self.temperatures),
+            "choices": {key: ch.to_dict() for key, ch in self.choices.items()},
+            "thresholds": dict(self.thresholds),
+            "final_thresholds": dict(self.final_thresholds),
         }
 
     def load_mode_state(self, state: dict[str, Any]) -> None:
-        self.temperatures = state["temperatures"]
-        self.choices = state["choices"]
-        self.thresholds = state["thresholds"]
-        self.final_thresholds = state["final_thresholds"]
+        self.temperatures = [float(t) for t in state["temperatures"]]
+        self.choices = {
+            (str(p), str(link), float(d)): ThresholdChoice(**ch)
+            for (p, link, d), ch in state["choices"].items()
+        }
+        self.thresholds = {int(c): float(t) for c, t in state["thresholds"].items()}
+        self.final_thresholds = {int(c): float(t) for c, t in state["final_thresholds"].items()}
