@@ -38,6 +38,7 @@ from tinylarge.errors import TinylargeError
 from tinylarge.hardware.catalogue import DeviceProfile, get_device
 from tinylarge.hardware.cost import ComputeCost, Work, total_cost
 from tinylarge.hardware.fit import FitReport, check_fit
+from tinylarge.inference.paths import LEGS
 from tinylarge.models.profile import ModelProfile
 from tinylarge.models.profiler import profile_model
 from tinylarge.models.weights import Weights
@@ -254,13 +255,13 @@ class Context:
         """The channel ``client``'s inference requests of round ``rnd`` see (``mode``: which
         pass over the requests, so baselines draw their own): one fading draw per request."""
         eng = self.config.engine
-        base = _REQUEST_STREAMS + client.id * 64 + mode * len(RequestChannel.LEGS)
+        base = _REQUEST_STREAMS + client.id * 64 + mode * len(LEGS)
         return RequestChannel(
             client.link,
             backhaul=backhaul,
             fading=eng.fading,
             shadowing=eng.shadowing,
-            rngs={leg: self.rng(rnd, base + i) for i, leg in enumerate(RequestChannel.LEGS)},
+            rngs={leg: self.rng(rnd, base + i) for i, leg in enumerate(LEGS)},
         )
 
     # -- billing -----------------------------------------------------------------------------
@@ -308,8 +309,6 @@ class Context:
 #: Stream ids of the per-request channel draws (``ctx.rng(round, stream)``).
 _REQUEST_STREAMS = 40_000_000
 
-Leg = Literal["uplink", "downlink", "backhaul_up", "backhaul_down"]
-
 
 class RequestChannel:
     """Prices one request's transfer on a leg (the device's access link or the backhaul).
@@ -320,15 +319,6 @@ class RequestChannel:
     Fading and shadowing apply to the access link only (the backhaul is wired).
     """
 
-    LEGS: tuple[str, ...] = (
-        "device",
-        "uplink",
-        "edge",
-        "backhaul_up",
-        "cloud",
-        "backhaul_down",
-        "downlink",
-    )
     _TRANSFERS: ClassVar[dict[str, tuple[bool, Direction]]] = {
         "uplink": (True, "up"),
         "downlink": (True, "down"),
