@@ -20,14 +20,22 @@ validate`` runs both): this module knows no scheme.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tinylarge.errors import TinylargeError, UnknownNameError
-
 
 #: Largest seed: numpy and torch take any 32-bit unsigned seed, and derived seeds stay in range.
 MAX_SEED = 2**32 - 1
@@ -36,6 +44,24 @@ MAX_DEVICES = 100_000
 MAX_SAMPLES = 10_000_000
 #: Farthest link distance (m): beyond any terrestrial or aerial link the presets model.
 MAX_DISTANCE_M = 1e7
+#: Most device groups in a topology.
+MAX_GROUPS = 1024
+#: Longest path or address a config may name (Linux's PATH_MAX).
+MAX_PATH_CHARS = 4096
+
+#: A run name becomes a directory (``runs/<name>``, ``tinylarge compare``'s run directories).
+_RUN_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,99}")
+
+
+def _path_text(v: str) -> str:
+    """A path as text: not empty, no NUL byte (no file system takes one), at most 4096 chars."""
+    if not v.strip():
+        raise ValueError("must not be empty")
+    if "\x00" in v:
+        raise ValueError("must not contain a NUL byte")
+    if len(v) > MAX_PATH_CHARS:
+        raise ValueError(f"at most {MAX_PATH_CHARS} characters, got {len(v):,}")
+    return v
 
 
 class ConfigError(TinylargeError):
@@ -43,7 +69,7 @@ class ConfigError(TinylargeError):
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 def _check_name(lookup: Any, name: str) -> str:
@@ -52,13 +78,18 @@ def _check_name(lookup: Any, name: str) -> str:
     return name
 
 
-OptionValue = int | float | str | bool | list[int] | list[float] | list[str] | None
+#: Options of a partitioner or a zoo model: their types and ranges are checked by its own
+#: options model (:func:`tinylarge.data.partition.check_options`,
+#: :func:`tinylarge.models.zoo.check_options`), which names the option and its range.
+OptionValue = Any
 #: Scheme options may also nest mappings (e.g. a model per device tier), checked by the scheme.
-SchemeOptionValue = OptionValue | dict[str, Any]
+SchemeOptionValue = OptionValue
 
 
 class PartitionConfig(_Frozen):
-    """How the training set is split among devices (see :mod:`tinylarge.data.partition`)."""
+    """How the training set is split among devices (see :mod:`tinylarge.data.partition`):
+    a partitioner by name and its parameters, each within its range
+    (:data:`tinylarge.data.partition.PARAMETERS`)."""
 
     name: str = "iid"
     options: dict[str, OptionValue] = Field(default_factory=dict)
@@ -69,6 +100,15 @@ class PartitionConfig(_Frozen):
         from tinylarge.data.partition import PARTITIONERS
 
         return _check_name(PARTITIONERS.__getitem__, v)
+
+    @field_validator("options")
+    @classmethod
+    def _in_range(cls, v: dict[str, OptionValue], info: ValidationInfo) -> dict[str, OptionValue]:
+        from tinylarge.data.partition import check_options
+
+        if "name" in info.data:  # else the name's own error says what is wrong
+            check_options(info.data["name"], v)
+        return v
 
 
 class TaskConfig(_Frozen):
@@ -88,9 +128,15 @@ class TaskConfig(_Frozen):
             return v
         raise UnknownNameError("dataset", v, [*DATASETS.names(), *TEXT_DATASETS.names()])
 
+    @field_validator("data_dir")
+    @classmethod
+    def _a_path(cls, v: str | None) -> str | None:
+        return None if v is None else _path_text(v)
+
 
 class ModelConfig(_Frozen):
-    """A zoo model by name with builder options (see ``tinylarge profile``)."""
+    """A zoo model by name with builder options (see ``tinylarge profile``), each within its
+    range (:data:`tinylarge.models.zoo.OPTION_RANGES`)."""
 
     name: str = "mlp"
     options: dict[str, OptionValue] = Field(default_factory=dict)
@@ -102,12 +148,21 @@ class ModelConfig(_Frozen):
 
         return _check_name(MODELS.__getitem__, v)
 
+    @field_validator("options")
+    @classmethod
+    def _in_range(cls, v: dict[str, OptionValue], info: ValidationInfo) -> dict[str, OptionValue]:
+        from tinylarge.models.zoo import check_options
+
+        if "name" in info.data:
+            check_options(info.data["name"], v)
+        return v
+
 
 class DeviceGroup(_Frozen):
     """``count`` devices of one catalogue profile on one link preset."""
 
     profile: str
-    count: Annotated[int, Field(ge=1, le=100_000)] = 1
+    count: Annotated[int, Field(ge=1, le=MAX_DEVICES)] = 1
     link: str = "wifi6"
     distance_m: Annotated[float, Field(gt=0, le=MAX_DISTANCE_M)] | None = None
 
@@ -125,6 +180,16 @@ class DeviceGroup(_Frozen):
 
         return _check_name(PRESETS.__getitem__, v)
 
+    @field_validator("distance_m")
+    @classmethod
+    def _within_the_links_model(cls, v: float | None, info: ValidationInfo) -> float | None:
+        """A distance the link's channel model covers (TR 38.901 scenarios have ranges)."""
+        from tinylarge.network.link import Link
+
+        if v is not None and "link" in info.data:
+            Link.from_preset(info.data["link"], distance_m=v)
+        return v
+
 
 class ServerConfig(_Frozen):
     """The edge or cloud server that aggregates and hosts large models."""
@@ -140,7 +205,7 @@ class ServerConfig(_Frozen):
 
 
 class TopologyConfig(_Frozen):
-    devices: Annotated[list[DeviceGroup], Field(min_length=1)]
+    devices: Annotated[list[DeviceGroup], Field(min_length=1, max_length=MAX_GROUPS)]
     server: ServerConfig = Field(default_factory=ServerConfig)
 
     @property
@@ -184,7 +249,7 @@ class EngineConfig(_Frozen):
     """Simulated-clock and backend settings."""
 
     backend: Literal["sequential", "ray"] = "sequential"
-    ray_address: str | None = None
+    ray_address: Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS)] | None = None
     deadline_s: Annotated[float, Field(gt=0, le=1e9)] | None = None
     dropout_prob: Annotated[float, Field(ge=0, lt=1)] = 0.0
     fading: bool = False
@@ -205,12 +270,47 @@ class ExperimentConfig(_Frozen):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
 
+    @field_validator("name")
+    @classmethod
+    def _a_directory_name(cls, v: str) -> str:
+        if not _RUN_NAME.fullmatch(v):
+            raise ValueError(
+                f"{v[:40]!r} cannot name a run directory: 1 to 100 letters, digits, '.', '_', "
+                "'+' or '-', not starting with '.'"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _partition_fits_the_subset(self) -> ExperimentConfig:
+        """With ``task.subset`` the training set has at most that many samples: a partition
+        that needs more (a sample per device, ``min_size`` or ``shards_per_client`` each)
+        can never be made, so it is refused here rather than when the run starts."""
+        subset = self.task.subset
+        if subset is None:
+            return self
+        devices = self.topology.num_devices
+        options = self.task.partition.options
+        for key, per_device in (
+            ("devices", 1),
+            ("min_size", options.get("min_size")),
+            ("shards_per_client", options.get("shards_per_client")),
+        ):
+            if isinstance(per_device, (int, float)) and per_device * devices > subset:
+                what = "a sample" if key == "devices" else f"{key} {per_device}"
+                raise ValueError(
+                    f"task.partition: {devices:,} devices with {what} each need more than the "
+                    f"task.subset of {subset:,} training samples"
+                )
+        return self
+
     def with_overrides(self, **changes: Any) -> ExperimentConfig:
         """A validated copy with top-level sections replaced (dict or model)."""
         # only what was set: a scheme's refusals keep telling set fields from defaults
         data = self.model_dump(exclude_unset=True)
         for key, value in changes.items():
-            data[key] = value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else value
+            data[key] = (
+                value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else value
+            )
         return parse_config(data)
 
 
@@ -218,13 +318,13 @@ def format_validation_error(exc: ValidationError, *, source: str = "config") -> 
     """One line per problem: ``source: field.path: what is wrong``."""
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = ".".join(str(p) for p in err["loc"])
         msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling; see docs/config.md)"
         elif err["type"] == "missing":
             msg = "required field is missing"
-        lines.append(f"{source}: {loc}: {msg}")
+        lines.append(f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}")
     return "\n".join(lines)
 
 

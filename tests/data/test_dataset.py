@@ -67,6 +67,12 @@ def test_contract_round_trip() -> None:
     x = rng.uniform(size=(50, 3, 4)).astype(np.float32)
     x[:, 1] = 0.5  # a constant feature: std 1, no division by zero
     mean, std = fit_stats(x, axis=0)
+    # the definition, written out: one mean and std per index of the sample's axis 0
+    for c in range(3):
+        values = x[:, c, :].astype(np.float64).ravel()
+        assert mean[c] == pytest.approx(values.sum() / values.size, rel=1e-12)
+        by_hand = np.sqrt(((values - values.mean()) ** 2).sum() / values.size)
+        assert std[c] == pytest.approx(1.0 if by_hand < 1e-6 else by_hand, rel=1e-9)
     assert std[1] == 1.0
     pre = {"mean": mean, "std": std, "axis": 0}
     z = normalize(x, pre)
@@ -74,7 +80,25 @@ def test_contract_round_trip() -> None:
     np.testing.assert_allclose(z[:, 0].mean(), 0, atol=1e-6)
     np.testing.assert_allclose(z[:, 2].std(), 1, atol=1e-5)
     np.testing.assert_allclose(denormalize(z, pre), x, atol=1e-6)
-    np.testing.assert_array_equal(standardize(x.copy(), mean=mean, std=std, axis=0), z)
+    # normalize is (x - mean) / std per index of the axis, element by element
+    for i, c, j in [(0, 0, 0), (7, 1, 3), (49, 2, 2)]:
+        assert z[i, c, j] == pytest.approx((float(x[i, c, j]) - mean[c]) / std[c], abs=1e-6)
+    np.testing.assert_array_equal(z[:, 1], 0.0)  # a constant feature centres to zero
+
+
+def test_normalize_along_the_last_axis() -> None:
+    # per-coefficient statistics of (T, n_mfcc) samples: axis 1 of the sample
+    x = np.arange(2 * 3 * 2, dtype=np.float32).reshape(2, 3, 2)
+    pre = {"mean": [10.0, 20.0], "std": [2.0, 4.0], "axis": 1}
+    z = normalize(x, pre)
+    expected = np.empty_like(x)
+    for n, t, k in np.ndindex(*x.shape):
+        expected[n, t, k] = (x[n, t, k] - pre["mean"][k]) / pre["std"][k]
+    np.testing.assert_allclose(z, expected, rtol=1e-6)
+    inplace = x.copy()
+    out = standardize(inplace, mean=pre["mean"], std=pre["std"], axis=1, inplace=True)
+    assert out is inplace
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
 
 
 def test_dataset_validates_its_arrays() -> None:

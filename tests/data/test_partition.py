@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinylarge.data import partition, partitioner_names
-from tinylarge.data.partition import dirichlet, groups, quantity, shards
+from tinylarge.data.partition import PARAMETERS, dirichlet, groups, options_model, quantity, shards
 from tinylarge.errors import TinylargeError, UnknownNameError
 
 FAST = settings(max_examples=40, deadline=None)
@@ -121,19 +121,19 @@ def test_registry_and_errors() -> None:
         partition("pathological", labels, num_clients=2, seed=0)
     with pytest.raises(TinylargeError, match=r"num_clients \(11\) exceeds the number of samples"):
         partition("iid", labels, num_clients=11, seed=0)
-    with pytest.raises(TinylargeError, match="alpha must be > 0"):
+    with pytest.raises(TinylargeError, match=r"alpha must be >= 0\.001, got 0\.0"):
         partition("dirichlet", labels, num_clients=2, seed=0, alpha=0.0, min_size=1)
     with pytest.raises(TinylargeError, match="needs groups"):
         partition("groups", labels, num_clients=2, seed=0)
     with pytest.raises(TinylargeError, match="exceeds the number of groups"):
         partition("groups", labels, num_clients=3, seed=0, groups=np.arange(10) % 2)
-    with pytest.raises(TinylargeError, match="no parameter 'beta'; allowed: alpha, min_size"):
+    with pytest.raises(TinylargeError, match="unknown option beta; allowed: alpha, min_size"):
         partition("dirichlet", labels, num_clients=2, seed=0, beta=1.0)
     with pytest.raises(TinylargeError, match="lower min_size"):
         partition("dirichlet", labels, num_clients=2, seed=0)  # default min_size 10 > 10 / 2
     with pytest.raises(TinylargeError, match="shards"):
         partition("shards", labels, num_clients=6, seed=0)
-    with pytest.raises(TinylargeError, match="distribution 'zipf' unknown"):
+    with pytest.raises(TinylargeError, match="distribution: Input should be 'dirichlet' or"):
         partition("quantity", labels, num_clients=2, seed=0, distribution="zipf")
     with pytest.raises(TinylargeError, match="one-dimensional"):
         partition("iid", labels.reshape(2, 5), num_clients=2, seed=0)
@@ -144,3 +144,63 @@ def test_groups_argument_is_ignored_by_label_partitioners() -> None:
     with_groups = partition("iid", labels, num_clients=4, seed=7, groups=np.zeros(20))
     without = partition("iid", labels, num_clients=4, seed=7)
     assert all(np.array_equal(a, b) for a, b in zip(with_groups, without, strict=True))
+
+
+def _top_share(labels: np.ndarray, parts: list[np.ndarray]) -> float:
+    """Mean over classes of the share of a class its largest holder has."""
+    owner = np.empty(labels.shape[0], dtype=np.int64)
+    for client, idx in enumerate(parts):
+        owner[idx] = client
+    classes = np.unique(labels)
+    return float(
+        np.mean([np.bincount(owner[labels == k]).max() / np.sum(labels == k) for k in classes])
+    )
+
+
+@pytest.mark.parametrize("alpha", [1e-3, 1e-2])
+def test_the_smallest_alphas_give_each_class_to_one_client(alpha: float) -> None:
+    # Dir(alpha -> 0) puts a class on one client. numpy's draws at these alphas can be all
+    # zeros once full clients are masked; such a draw used to become NaN cut points and a
+    # partition that looked IID. It is now redrawn.
+    labels = np.repeat(np.arange(10), 50)
+    parts = partition("dirichlet", labels, num_clients=4, seed=0, alpha=alpha, min_size=0)
+    joined = np.concatenate(parts)
+    assert np.array_equal(np.sort(joined), np.arange(500))
+    assert _top_share(labels, parts) > 0.95
+    iid_like = partition("dirichlet", labels, num_clients=4, seed=0, alpha=1e6, min_size=0)
+    assert _top_share(labels, iid_like) < 0.35
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "fragment"),
+    [
+        ("dirichlet", {"alpha": 1e-4}, "alpha must be >= 0.001"),
+        ("dirichlet", {"alpha": float("inf")}, "alpha: Input should be a finite number"),
+        ("dirichlet", {"min_size": -1}, "min_size must be >= 0"),
+        ("dirichlet", {"min_size": 10**30}, "min_size must be <= 10000000"),
+        ("dirichlet", {"min_size": 2.5}, "min_size: Input should be a valid integer"),
+        ("shards", {"shards_per_client": 0}, "shards_per_client must be >= 1"),
+        ("quantity", {"sigma": 11.0}, "sigma must be <= 10"),
+        ("quantity", {"sigma": float("nan")}, "sigma: Input should be a finite number"),
+        ("iid", {"alpha": 0.5}, "unknown option alpha; allowed: none"),
+    ],
+)
+def test_every_parameter_is_bounded(name: str, options: dict[str, Any], fragment: str) -> None:
+    labels = np.repeat(np.arange(10), 50)
+    with pytest.raises(TinylargeError) as info:
+        partition(name, labels, num_clients=4, seed=0, **options)
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_every_partitioner_parameter_has_a_range() -> None:
+    for name in partitioner_names():
+        model = options_model(name)  # raises KeyError for a parameter without a range
+        assert set(model.model_fields) <= set(PARAMETERS)
+
+
+def test_the_extreme_allowed_sigma_still_partitions() -> None:
+    labels = np.repeat(np.arange(10), 50)
+    parts = partition("quantity", labels, num_clients=4, seed=0, distribution="lognormal", sigma=10)
+    assert sum(len(p) for p in parts) == 500
+    assert min(len(p) for p in parts) >= 1

@@ -92,16 +92,30 @@ def test_features_cache_dir_from_env_or_home(
     assert features_cache_dir() == tmp_path / ".cache" / "tinylarge" / "features"
 
 
-def test_missing_mnist_is_one_line_with_file_dirs_and_url(shared_dir: Path) -> None:
+def test_missing_mnist_is_one_line_with_file_dirs_and_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # two data roots without MNIST (the shared folder has it, so it is not used here)
+    first, second = tmp_path / "a", tmp_path / "b"
+    _put(first / "fashion-mnist" / "unrelated.bin")
+    second.mkdir()
+    monkeypatch.setenv("TINYLARGE_DATA", f"{first}{os.pathsep}{second}")
     with pytest.raises(DataFileMissingError) as info:
         load_dataset("mnist")
     message = str(info.value)
     assert "\n" not in message
     assert "train-images-idx3-ubyte.gz" in message
-    assert str(shared_dir / "mnist") in message
-    assert str(shared_dir) in message
+    # every root, its dataset subfolder first, in the order they are searched
+    searched = ", ".join(str(d) for d in (first / "mnist", first, second / "mnist", second))
+    assert f"searched {searched};" in message
     assert "https://yann.lecun.com/exdb/mnist/train-images-idx3-ubyte.gz" in message
+    assert "set TINYLARGE_DATA" in message
     assert isinstance(info.value, TinylargeError)
+
+
+def test_a_missing_file_in_an_explicit_data_dir_says_check_data_dir(tmp_path: Path) -> None:
+    with pytest.raises(DataFileMissingError, match=r"\(check data_dir\)$"):
+        load_dataset("mnist", data_dir=tmp_path)
 
 
 def test_missing_alternatives_name_every_file(tmp_path: Path) -> None:

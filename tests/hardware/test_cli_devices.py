@@ -48,3 +48,12 @@ def test_unknown_tier_is_one_line_user_error(capsys: pytest.CaptureFixture[str])
     assert err.count("\n") == 0
     assert "satellite" in err
     assert all(t in err for t in TIERS)
+
+
+def test_help_names_every_tier(capsys: pytest.CaptureFixture[str]) -> None:
+    from tinylarge.cli.devices import TIER_NAMES
+
+    assert TIER_NAMES == TIERS
+    with pytest.raises(SystemExit):
+        main(["devices", "--help"])
+    assert ", ".join(TIERS) in capsys.readouterr().out

@@ -49,7 +49,6 @@ def test_human_output_has_layers_and_totals(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_device_check(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("tinylarge.hardware.fit")
     out = _json(capsys, "cnn-tiny", "--dtype", "int8", "--device", "stm32h743")
     assert isinstance(out["fits"], bool)
     assert isinstance(out["latency_s"], float)

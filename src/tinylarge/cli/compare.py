@@ -1,14 +1,20 @@
-"""``tinylarge compare CONFIG...``: run several experiments and print one table."""
+"""``tinylarge compare CONFIG...``: run several experiments and print one table.
+
+Every config, under every scheme of ``--schemes``, gets the checks ``tinylarge
+validate`` runs before the first run starts, so a bad one never leaves the
+others half done.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tinylarge.cli._output import print_json, print_table
-from tinylarge.config import ExperimentConfig, SchemeConfig, load_config
 from tinylarge.errors import TinylargeError
+
+if TYPE_CHECKING:
+    from tinylarge.config import ExperimentConfig
 
 ORDER = 20
 
@@ -32,6 +38,9 @@ def register(sub: Any) -> None:
 
 
 def expand(configs: list[ExperimentConfig], schemes: str | None) -> list[ExperimentConfig]:
+    """Each config under each scheme of ``schemes`` (comma-separated), or as it is."""
+    from tinylarge.config import SchemeConfig
+
     if not schemes:
         return configs
     names = [s.strip() for s in schemes.split(",") if s.strip()]
@@ -41,9 +50,19 @@ def expand(configs: list[ExperimentConfig], schemes: str | None) -> list[Experim
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinylarge.sim.engine import run_experiment
+    from tinylarge.cli._config import check_scheme, out_dir
+    from tinylarge.cli._output import print_json, print_table
+    from tinylarge.config import load_config
 
-    runs = expand([load_config(p) for p in args.configs], args.schemes)
+    out_dir(args.out)
+    configs = [(p, load_config(p)) for p in args.configs]
+    runs: list[ExperimentConfig] = []
+    for path, cfg in configs:
+        for each in expand([cfg], args.schemes):
+            check_scheme(each, source=f"{path} (scheme {each.scheme.name})")
+            runs.append(each)
+    from tinylarge.sim.engine import run_experiment  # PyTorch loads once every config passed
+
     summaries = []
     for cfg in runs:
         out = Path(args.out) / f"{cfg.name}-{cfg.scheme.name}-seed{cfg.seed}"

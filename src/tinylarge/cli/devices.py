@@ -10,12 +10,10 @@ entry, sources and derivation notes included.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tinylarge.cli._output import print_json, print_table
-from tinylarge.errors import UnknownNameError
-from tinylarge.hardware.catalogue import TIERS, DeviceProfile, all_devices
-from tinylarge.hardware.fit import format_bytes
+if TYPE_CHECKING:
+    from tinylarge.hardware.catalogue import DeviceProfile
 
 COLUMNS = (
     "id",
@@ -34,6 +32,9 @@ COLUMNS = (
 
 
 ORDER = 50
+#: The catalogue's tiers, smallest first, for the help text without loading the catalogue
+#: (tests/hardware/test_cli_devices.py checks they are :data:`~tinylarge.hardware.catalogue.TIERS`).
+TIER_NAMES = ("mcu", "sbc", "phone", "edge", "cloud")
 
 
 def register(sub: Any) -> None:
@@ -43,7 +44,7 @@ def register(sub: Any) -> None:
         help="list the device catalogue",
         description="List the device catalogue with effective MAC/s, memory and power.",
     )
-    parser.add_argument("--tier", help=f"only this tier ({', '.join(TIERS)})")
+    parser.add_argument("--tier", help=f"only this tier: {', '.join(TIER_NAMES)}")
     parser.add_argument("--json", action="store_true", help="machine output, all fields")
     parser.set_defaults(func=run)
 
@@ -53,6 +54,8 @@ def _clock(hz: float) -> str:
 
 
 def _row(d: DeviceProfile) -> list[Any]:
+    from tinylarge.hardware.fit import format_bytes
+
     return [
         d.id,
         d.tier,
@@ -75,12 +78,17 @@ def select(tier: str | None) -> list[DeviceProfile]:
     Raises:
         UnknownNameError: ``tier`` is not a known tier.
     """
+    from tinylarge.errors import UnknownNameError
+    from tinylarge.hardware.catalogue import TIERS, all_devices
+
     if tier is not None and tier not in TIERS:
         raise UnknownNameError("tier", tier, TIERS)
     return [d for d in all_devices() if tier is None or d.tier == tier]
 
 
 def run(args: argparse.Namespace) -> int:
+    from tinylarge.cli._output import print_json, print_table
+
     devices = select(args.tier)
     if args.json:
         print_json([d.to_dict() for d in devices])

@@ -25,7 +25,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tinylarge.cli._output import print_json, print_table
 from tinylarge.errors import TinylargeError
 
 ORDER = 35
@@ -93,6 +92,8 @@ def _copy_with_contract(src: Path, dst: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tinylarge.cli._output import print_json, print_table
+
     run_dir = Path(args.run_dir)
     onnx_path = artifact_of(run_dir)
     info: dict[str, Any]

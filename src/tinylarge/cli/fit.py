@@ -14,9 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from tinylarge.cli._output import print_json, print_table
-from tinylarge.cli.profile import load_profile, parse_shape
-from tinylarge.models.zoo import MODELS, build_model
+from tinylarge.cli.profile import load_profile, num_classes, parse_shape
 
 ORDER = 75
 
@@ -31,7 +29,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("model", metavar="MODEL|RUN_DIR", help="zoo model, model file or run dir")
     p.add_argument("--input-shape", default=None, help="zoo models: e.g. 1,28,28")
-    p.add_argument("--num-classes", type=int, default=10, help="zoo models: classes")
+    p.add_argument("--num-classes", type=num_classes, default=10, help="zoo models: classes")
     p.add_argument("--dtype", choices=("fp32", "int8"), default="int8", help="zoo models")
     p.add_argument("--devices", default=None, help="comma-separated device ids (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -39,8 +37,10 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tinylarge.cli._output import print_json, print_table
     from tinylarge.compress.fit_report import fit_report
     from tinylarge.compress.validate import validate
+    from tinylarge.models.zoo import MODELS, build_model
 
     target = Path(args.model)
     issues: list[dict[str, Any]] = []

@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from tinylarge.cli._output import print_json, print_table
+from tinylarge.cli._choices import LazyChoices
 from tinylarge.errors import TinylargeError
-from tinylarge.network.fading import FADING_MODELS
-from tinylarge.network.link import Link
-from tinylarge.network.presets import PRESETS, Direction
-from tinylarge.network.tr38901 import SCENARIOS
+
+if TYPE_CHECKING:
+    from tinylarge.network.link import Link
 
 #: Payload of the scenario mode when --payload-bytes is not given.
 DEFAULT_SCENARIO_PAYLOAD_BYTES = 1_000_000
@@ -44,6 +41,22 @@ SCENARIO_ONLY = {
 
 ORDER = 60
 
+#: Most bytes one transfer may carry (1 TB), and the largest --seed (numpy takes any uint64).
+MAX_PAYLOAD_BYTES = 10**12
+MAX_SEED = 2**64 - 1
+
+
+def _scenarios() -> list[str]:
+    from tinylarge.network.tr38901 import SCENARIOS
+
+    return SCENARIOS.names()
+
+
+def _fading_models() -> list[str]:
+    from tinylarge.network.fading import FADING_MODELS
+
+    return FADING_MODELS.names()
+
 
 def register(sub: Any) -> None:
     """Add the `link` command to the subparsers `sub`."""
@@ -54,8 +67,17 @@ def register(sub: Any) -> None:
         "3GPP TR 38.901 scenario (--scenario) or a named link preset (--preset).",
     )
     mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--scenario", choices=SCENARIOS.names(), help="TR 38.901 scenario")
-    mode.add_argument("--preset", metavar="NAME", help=f"link preset: {', '.join(PRESETS)}")
+    mode.add_argument(
+        "--scenario",
+        metavar="NAME",
+        choices=LazyChoices(_scenarios),
+        help="TR 38.901 scenario: %(choices)s",
+    )
+    mode.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="link preset, e.g. wifi6, nr-sub6, ble-2m, lora-sf7 (an unknown name lists them all)",
+    )
     los = parser.add_mutually_exclusive_group()
     los.add_argument("--los", dest="los", action="store_const", const=True, default=None)
     los.add_argument("--nlos", dest="los", action="store_const", const=False)
@@ -74,14 +96,32 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--direction", choices=("up", "down"), default="up", help="up: the device sends"
     )
-    parser.add_argument("--fading", choices=FADING_MODELS.names(), help="one fading draw")
+    parser.add_argument(
+        "--fading",
+        metavar="MODEL",
+        choices=LazyChoices(_fading_models),
+        help="one fading draw: %(choices)s",
+    )
     parser.add_argument("--shadowing", action="store_true", help="one log-normal shadowing draw")
     parser.add_argument("--seed", type=int, help="seed for --fading/--shadowing")
     parser.add_argument("--json", action="store_true", help="machine output")
     parser.set_defaults(func=run)
 
 
+def check_ranges(args: argparse.Namespace) -> None:
+    """Refuse a payload or a seed no transfer can take, with one line (the link models check
+    their own inputs: distances, frequencies, powers)."""
+    if args.payload_bytes is not None and not 0 <= args.payload_bytes <= MAX_PAYLOAD_BYTES:
+        raise TinylargeError(
+            f"--payload-bytes {args.payload_bytes}: must be >= 0 and <= {MAX_PAYLOAD_BYTES:.0e}"
+        )
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise TinylargeError(f"--seed {args.seed}: must be >= 0 and <= 2**64 - 1")
+
+
 def _scenario_link(args: argparse.Namespace) -> tuple[Link, dict[str, Any]]:
+    from tinylarge.network.link import Link
+
     missing = [
         flag
         for flag, value in (
@@ -116,6 +156,9 @@ def _scenario_link(args: argparse.Namespace) -> tuple[Link, dict[str, Any]]:
 
 
 def _preset_link(args: argparse.Namespace) -> tuple[Link, dict[str, Any]]:
+    from tinylarge.network.link import Link
+    from tinylarge.network.presets import PRESETS
+
     given = [flag for dest, flag in SCENARIO_ONLY.items() if getattr(args, dest) is not None]
     if given:
         raise TinylargeError(f"{', '.join(given)} only apply to --scenario, not to --preset")
@@ -138,10 +181,14 @@ def _preset_link(args: argparse.Namespace) -> tuple[Link, dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     """Build the link, send the payload once, print the result."""
+    import numpy as np
+
+    from tinylarge.cli._output import print_json, print_table
+    from tinylarge.network.presets import Direction
+
+    check_ranges(args)
     link, inputs = _scenario_link(args) if args.scenario is not None else _preset_link(args)
     payload = DEFAULT_SCENARIO_PAYLOAD_BYTES if args.payload_bytes is None else args.payload_bytes
-    if payload < 0:
-        raise TinylargeError(f"--payload-bytes={payload} must be >= 0")
     random = args.fading is not None or args.shadowing
     rng = np.random.default_rng(args.seed) if random else None
     direction: Direction = "down" if args.direction == "down" else "up"

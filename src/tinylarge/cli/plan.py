@@ -1,15 +1,25 @@
-"""``tinylarge plan CONFIG``: the cut-point / partition / offload plan, before running."""
+"""``tinylarge plan CONFIG``: the cut-point / partition / offload plan, before running.
+
+The config gets every check ``tinylarge validate`` runs, then the run's context
+(data, devices, links, model profiles) and scheme are built as a run would
+build them, and the scheme answers :meth:`~tinylarge.schemes.base.Scheme.plan`.
+A scheme with nothing to plan says so in one line, naming the schemes that have
+a plan.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
-from tinylarge.cli._output import print_json, print_table
-from tinylarge.config import load_config
 from tinylarge.errors import TinylargeError
 
 ORDER = 40
+#: Farthest distance a plan may be asked for, in metres (the config's bound on ``distance_m``).
+MAX_DISTANCE_M = 1e7
+#: Most distances one ``--sweep-distance-m`` may list.
+MAX_SWEEP = 1000
 
 
 def register(sub: Any) -> None:
@@ -33,6 +43,12 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _distance(flag: str, value: float) -> float:
+    if not (math.isfinite(value) and 0 < value <= MAX_DISTANCE_M):
+        raise TinylargeError(f"{flag} {value:g}: distances must be > 0 and <= {MAX_DISTANCE_M:g} m")
+    return value
+
+
 def _distances(text: str | None) -> tuple[float, ...]:
     if not text:
         return ()
@@ -42,30 +58,42 @@ def _distances(text: str | None) -> tuple[float, ...]:
         raise TinylargeError(
             f"--sweep-distance-m {text!r}: expected comma-separated metres, e.g. 10,100,1000"
         ) from None
-    if not values or any(v <= 0 for v in values):
+    if not values:
         raise TinylargeError(f"--sweep-distance-m {text!r}: distances must be > 0")
-    return values
+    if len(values) > MAX_SWEEP:
+        raise TinylargeError(
+            f"--sweep-distance-m: at most {MAX_SWEEP} distances, got {len(values)}"
+        )
+    return tuple(_distance("--sweep-distance-m", v) for v in values)
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinylarge.orchestration import PLANNERS, PlanRequest
-    from tinylarge.orchestration.base import load_planners
+    from tinylarge.cli._config import load_checked
+    from tinylarge.cli._output import print_json, print_table
+    from tinylarge.hardware.catalogue import get_device
+    from tinylarge.network.presets import PRESETS
+    from tinylarge.schemes.base import PlanRequest
 
-    cfg = load_config(args.config)
-    if args.distance_m is not None and args.distance_m <= 0:
-        raise TinylargeError(f"--distance-m {args.distance_m}: must be > 0")
-    load_planners()
-    planner = PLANNERS[cfg.scheme.name]
-    plan = planner(
-        PlanRequest(
-            config=cfg,
-            device=args.device,
-            link=args.link,
-            distance_m=args.distance_m,
-            sweep_distances_m=_distances(args.sweep_distance_m),
-            objective=args.objective,
-        )
+    cfg = load_checked(args.config)
+    if args.device is not None:
+        get_device(args.device)
+    if args.link is not None:
+        PRESETS[args.link]
+    request = PlanRequest(
+        device=args.device,
+        link=args.link,
+        distance_m=None if args.distance_m is None else _distance("--distance-m", args.distance_m),
+        sweep_distances_m=_distances(args.sweep_distance_m),
+        objective=args.objective,
     )
+    from tinylarge.sim.context import Context  # PyTorch loads once the request is valid
+    from tinylarge.sim.engine import build_scheme
+
+    ctx = Context(cfg)
+    try:
+        plan = build_scheme(ctx).plan(request)
+    finally:
+        ctx.close()
     if args.json:
         print_json(list(plan.rows))
         return 0

@@ -9,17 +9,29 @@ in seconds and joules.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tinylarge.cli._output import print_json, print_table
 from tinylarge.errors import TinylargeError
-from tinylarge.models.files import FILE_READERS, profile_file
-from tinylarge.models.profile import ModelProfile
-from tinylarge.models.profiler import profile_model
-from tinylarge.models.zoo import MODELS, build_model
+
+if TYPE_CHECKING:
+    from tinylarge.models.profile import ModelProfile
 
 ORDER = 70
+#: Most classes ``--num-classes`` may ask for (a large vocabulary's worth).
+MAX_CLASSES = 1_000_000
+
+
+def num_classes(text: str) -> int:
+    """``--num-classes``: an integer from 1 to :data:`MAX_CLASSES`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 1 <= value <= MAX_CLASSES:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_CLASSES:,}, got {value}")
+    return value
 
 
 def register(sub: Any) -> None:
@@ -32,7 +44,7 @@ def register(sub: Any) -> None:
         "With --device, also whether it fits and the latency and energy of one inference.",
     )
     parser.add_argument(
-        "model", metavar="MODEL", help=f"zoo model ({', '.join(MODELS.names())}) or a file path"
+        "model", metavar="MODEL", help="zoo model (see docs/models.md) or a .tflite/.onnx file"
     )
     parser.add_argument(
         "--input-shape",
@@ -40,7 +52,7 @@ def register(sub: Any) -> None:
         help="input shape without the batch dimension, e.g. 1,28,28 (zoo models; "
         "default: the model's own)",
     )
-    parser.add_argument("--num-classes", type=int, default=10, help="classes (zoo models)")
+    parser.add_argument("--num-classes", type=num_classes, default=10, help="classes (zoo models)")
     parser.add_argument(
         "--dtype",
         choices=("fp32", "int8"),
@@ -53,16 +65,20 @@ def register(sub: Any) -> None:
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    """Parse ``"1,28,28"`` (or ``"1x28x28"``) into a shape of positive integers."""
+    """Parse ``"1,28,28"`` (or ``"1x28x28"``) into a shape of positive integers: at most 4
+    dimensions of at most 65,536 each, and at most 2**31 values in all."""
     parts = [p.strip() for p in text.replace("x", ",").split(",")]
     try:
         shape = tuple(int(p) for p in parts)
     except ValueError:
         shape = ()
-    if not shape or any(d < 1 for d in shape):
+    if not shape or len(shape) > 4 or any(not 1 <= d <= 65_536 for d in shape):
         raise TinylargeError(
-            f"--input-shape must be comma-separated positive integers like 1,28,28, got {text!r}"
+            "--input-shape must be 1 to 4 comma-separated integers from 1 to 65536 like "
+            f"1,28,28, got {text!r}"
         )
+    if math.prod(shape) > 2**31:
+        raise TinylargeError(f"--input-shape {text!r} has more than 2**31 values")
     return shape
 
 
@@ -70,6 +86,10 @@ def load_profile(
     model: str, *, input_shape: str | None, num_classes: int, dtype: str
 ) -> ModelProfile:
     """Profile a zoo model by name or a model file by path."""
+    from tinylarge.models.files import FILE_READERS, profile_file
+    from tinylarge.models.profiler import profile_model
+    from tinylarge.models.zoo import MODELS, build_model
+
     path = Path(model)
     if path.suffix.lower() in FILE_READERS or (path.suffix and model not in MODELS):
         if input_shape is not None:
@@ -135,6 +155,8 @@ def to_json(profile: ModelProfile) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tinylarge.cli._output import print_json, print_table
+
     profile = load_profile(
         args.model, input_shape=args.input_shape, num_classes=args.num_classes, dtype=args.dtype
     )

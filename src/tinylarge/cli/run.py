@@ -1,13 +1,17 @@
-"""``tinylarge run CONFIG``: run one experiment into a run directory."""
+"""``tinylarge run CONFIG``: run one experiment into a run directory.
+
+The config gets every check ``tinylarge validate`` runs before anything is
+loaded or written (:func:`tinylarge.cli._config.load_checked`).
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tinylarge.cli._output import print_json, print_table
-from tinylarge.config import ExperimentConfig, load_config
+if TYPE_CHECKING:
+    from tinylarge.config import ExperimentConfig
 
 ORDER = 10
 
@@ -36,10 +40,13 @@ def default_out(cfg: ExperimentConfig) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinylarge.sim.engine import run_experiment
+    from tinylarge.cli._config import load_checked, out_dir
+    from tinylarge.cli._output import print_json
 
-    cfg = load_config(args.config)
-    out = Path(args.out) if args.out else default_out(cfg)
+    cfg = load_checked(args.config)
+    out = out_dir(args.out or default_out(cfg), flag="--out" if args.out else "runs/<name>:")
+    from tinylarge.sim.engine import run_experiment  # PyTorch loads once the config passed
+
     summary = run_experiment(
         cfg,
         out=out,
@@ -61,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_summary(s: dict[str, Any], out: Path) -> None:
+    from tinylarge.cli._output import print_table
+
     rows: list[list[Any]] = [
         ["scheme / dataset / model", f"{s['scheme']} / {s['dataset']} / {s['model']}"],
         ["rounds", s["rounds"]],

@@ -1,12 +1,15 @@
-"""``tinylarge validate CONFIG``: check a config without running it."""
+"""``tinylarge validate CONFIG``: check a config without running it.
+
+The same check every command that takes a config runs first
+(:mod:`tinylarge.cli._config`): the config model (types, names, ranges) and
+the scheme's options with the settings the scheme cannot honour. It needs no
+PyTorch and answers in a fraction of a second.
+"""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
-
-from tinylarge.cli._output import print_json
-from tinylarge.config import load_config
 
 ORDER = 30
 
@@ -15,8 +18,10 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "validate",
         help="check an experiment config; one line per problem, exit code 2",
-        description="Validate an experiment config. Each problem is reported on one line "
-        "naming the field and what is allowed; the exit code is 2 if there is any.",
+        description="Validate an experiment config: every field's type and range, every name "
+        "(devices, links, models, datasets, partitioners, schemes), the scheme's options and "
+        "the settings the scheme cannot honour. Each problem is reported on one line naming "
+        "the field and what is allowed; the exit code is 2 if there is any.",
     )
     p.add_argument("config", help="experiment YAML file")
     p.add_argument("--json", action="store_true", help="print the resolved config as JSON")
@@ -24,8 +29,12 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
+    from tinylarge.cli._config import load_checked
+
+    cfg = load_checked(args.config)
     if args.json:
+        from tinylarge.cli._output import print_json
+
         print_json(cfg.model_dump(mode="json"))
     else:
         groups = ", ".join(f"{g.count}x {g.profile} over {g.link}" for g in cfg.topology.devices)

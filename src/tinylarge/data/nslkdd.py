@@ -1,11 +1,16 @@
 """NSL-KDD network intrusion detection (Tavallaee et al., IEEE CISDA 2009).
 
-Files: ``KDDTrain+.txt`` (preferred when present) or ``KDDTrain+_20Percent.txt``,
-and ``KDDTest+.txt``; 43 comma-separated fields per line: 41 features, the
-label (``normal`` or an attack name) and a difficulty level (dropped).
+Files: ``KDDTrain+.txt`` (125,973 records; preferred when present) or
+``KDDTrain+_20Percent.txt`` (25,192 of them), and ``KDDTest+.txt`` (22,544);
+43 comma-separated fields per line: 41 features, the label (``normal`` or an
+attack name) and a difficulty level (dropped). Each file is checked against
+its SHA-256; the publisher's files have LF line endings, some mirrors CRLF,
+and both are accepted (the sums of both forms are listed in the shared data's
+nsl-kdd/SOURCE.md).
 
 Features (input shape ``(F,)``, F = 38 numeric + the one-hot categories seen
-in the training file: 118 with the 20% training file):
+in the training file: 122 with the full training file (3 protocols, 70
+services, 11 flags), 118 with the 20% file, which lacks four services):
 
 - the 38 numeric columns, in file order. Heavy-tailed counts (bytes,
   durations, connection counts; :data:`LOG1P_COLUMNS`) go through
@@ -41,19 +46,30 @@ from tinylarge.errors import TinylargeError
 
 _URL = "https://www.unb.ca/cic/datasets/nsl.html"
 TRAIN_FILES = (
-    DataFile(dataset="nsl-kdd", filename="KDDTrain+.txt", url=_URL),
+    DataFile(
+        dataset="nsl-kdd",
+        filename="KDDTrain+.txt",
+        url=_URL,
+        digests=("sha256:1b86d2f957b33082081bba410fe129b475efebcc13c9014c3f447c8271aadf95",),
+    ),
     DataFile(
         dataset="nsl-kdd",
         filename="KDDTrain+_20Percent.txt",
         url=_URL,
-        digests=("sha256:5bf25df3ec1544eb3297b9a90b56736ba11e31f429df20e5aa0cfd49ca0fc896",),
+        digests=(
+            "sha256:7ea86479faab5ca2190b7f18b4982fb058ce5bf2b46e0e1017d0d9ef90f9c16e",  # LF
+            "sha256:5bf25df3ec1544eb3297b9a90b56736ba11e31f429df20e5aa0cfd49ca0fc896",  # CRLF
+        ),
     ),
 )
 TEST_FILE = DataFile(
     dataset="nsl-kdd",
     filename="KDDTest+.txt",
     url=_URL,
-    digests=("sha256:6ff4e09deee2c50c4877bbfe84f926dffafe3ef33d24f9dcfe0e425f4a8df5a2",),
+    digests=(
+        "sha256:fa46b0935342616aa83b7c2578db355b6a7aaabbc492248172c7a1e8b7ab8f84",  # LF
+        "sha256:6ff4e09deee2c50c4877bbfe84f926dffafe3ef33d24f9dcfe0e425f4a8df5a2",  # CRLF
+    ),
 )
 
 COLUMNS = (
@@ -147,9 +163,13 @@ def _one_hot(values: list[str], categories: list[str]) -> NDArray[np.float64]:
     return out
 
 
-def fit_tabular(rows: list[list[str]], path: Path) -> dict[str, Any]:
-    """Fit the scaler of the module docstring on training rows; returns the ``to_unit`` dict."""
-    numeric = _numeric(rows, path)
+def fit_tabular(
+    rows: list[list[str]], path: Path, *, numeric: NDArray[np.float64] | None = None
+) -> dict[str, Any]:
+    """Fit the scaler of the module docstring on training rows; returns the ``to_unit`` dict.
+
+    ``numeric``: the rows' numeric columns if already parsed (:func:`_numeric`)."""
+    numeric = _numeric(rows, path) if numeric is None else numeric
     log_mask = np.array([c in LOG1P_COLUMNS for c in NUMERIC_COLUMNS])
     if (numeric[:, log_mask] < 0).any():
         raise TinylargeError(f"{path}: negative value in a count column")
@@ -167,9 +187,15 @@ def fit_tabular(rows: list[list[str]], path: Path) -> dict[str, Any]:
     }
 
 
-def apply_tabular(rows: list[list[str]], to_unit: dict[str, Any], path: Path) -> NDArray[Any]:
+def apply_tabular(
+    rows: list[list[str]],
+    to_unit: dict[str, Any],
+    path: Path,
+    *,
+    numeric: NDArray[np.float64] | None = None,
+) -> NDArray[Any]:
     """Unit features in [0, 1] of rows under a fitted ``to_unit`` dict."""
-    numeric = _numeric(rows, path)
+    numeric = _numeric(rows, path) if numeric is None else numeric
     spec = to_unit["numeric"]
     log_mask = np.array([s["log1p"] for s in spec])
     lo = np.array([s["min"] for s in spec])
@@ -197,8 +223,9 @@ def load_nsl_kdd_dataset(*, five_class: bool, data_dir: PathArg | None = None) -
     test_path, _ = find_file(TEST_FILE, data_dir=data_dir)
     train_rows, train_labels = read_records(train_path)
     test_rows, test_labels = read_records(test_path)
-    to_unit = fit_tabular(train_rows, train_path)
-    x_train = apply_tabular(train_rows, to_unit, train_path)
+    train_numeric = _numeric(train_rows, train_path)
+    to_unit = fit_tabular(train_rows, train_path, numeric=train_numeric)
+    x_train = apply_tabular(train_rows, to_unit, train_path, numeric=train_numeric)
     x_test = apply_tabular(test_rows, to_unit, test_path)
     mean, std = fit_stats(x_train, axis=0)
 

@@ -21,17 +21,26 @@ The same seed gives the same partition. Use them by name through
 - ``groups``: a natural partition (e.g. FSDD speakers): the distinct group
   ids are shuffled and dealt to clients; with as many clients as groups,
   each client is exactly one group.
+
+Every parameter has one range, in :data:`PARAMETERS`; :func:`options_model`
+turns a partitioner's signature into the pydantic model the experiment config
+checks ``task.partition.options`` with (``tinylarge validate``), and
+:func:`partition` checks its arguments with the same model.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from pydantic import BaseModel, Field
 
+from tinylarge import bounds
+from tinylarge.bounds import signature_model
 from tinylarge.errors import TinylargeError
 from tinylarge.registry import Registry
 
@@ -43,6 +52,21 @@ PARTITIONERS: Registry[Partitioner] = Registry("partitioner")
 #: Give up a Dirichlet partition after this many draws that leave a client too small.
 DIRICHLET_MAX_DRAWS = 1000
 _FIXED_ARGS = ("num_clients", "seed", "groups")
+#: Most samples a client, a shard count or a minimum size may name (the config's bound too).
+MAX_SAMPLES = 10_000_000
+
+#: The range of every partitioner parameter, by name (one range per name, for every
+#: partitioner that takes it). Dirichlet concentrations below 1e-3 put (numerically) all of
+#: a class on one client, the limit the partition of alpha = 1e-3 already shows; above 1e6 a
+#: draw equals the IID one. A lognormal sigma of 10 already spans e^-60..e^60 in sizes; far
+#: larger ones overflow float64.
+PARAMETERS: dict[str, Any] = {
+    "alpha": Annotated[float, Field(ge=1e-3, le=1e6, allow_inf_nan=False)],
+    "min_size": Annotated[int, Field(ge=0, le=MAX_SAMPLES)],
+    "shards_per_client": Annotated[int, Field(ge=1, le=MAX_SAMPLES)],
+    "sigma": Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)],
+    "distribution": Literal["dirichlet", "lognormal"],
+}
 
 
 def _labels(labels: ArrayLike, num_clients: int) -> IntArray:
@@ -108,13 +132,17 @@ def dirichlet(
             shuffled = rng.permutation(members)
             shares = rng.dirichlet(np.full(num_clients, alpha))
             shares = shares * (sizes < n / num_clients)
-            shares = shares / shares.sum()
+            total = shares.sum()
+            if not total > 0:  # all of this class's mass on full clients (tiny alpha): redraw
+                break
+            shares = shares / total
             cuts = (np.cumsum(shares) * shuffled.shape[0]).astype(np.int64)[:-1]
             for client, piece in enumerate(np.split(shuffled, cuts)):
                 parts[client].append(piece)
                 sizes[client] += piece.shape[0]
-        if sizes.min() >= min_size:
-            return _finish([np.concatenate(p) for p in parts])
+        else:
+            if sizes.min() >= min_size:
+                return _finish([np.concatenate(p) for p in parts])
     raise TinylargeError(
         f"dirichlet partition: no draw in {DIRICHLET_MAX_DRAWS} gave every client "
         f"{min_size} samples; raise alpha ({alpha}) or lower min_size"
@@ -178,6 +206,11 @@ def quantity(
         raise TinylargeError(
             f"quantity distribution {distribution!r} unknown; known: dirichlet, lognormal"
         )
+    if not (np.isfinite(weights).all() and weights.sum() > 0):
+        raise TinylargeError(
+            f"quantity partition: the {distribution} draw has no usable sizes "
+            f"(alpha {alpha}, sigma {sigma}); raise alpha or lower sigma"
+        )
     sizes = min_size + _apportion(weights, n - min_size * num_clients)
     perm = rng.permutation(n)
     return _finish(np.split(perm, np.cumsum(sizes)[:-1]))
@@ -223,17 +256,23 @@ def partition(
     client: disjoint, covering every sample, the same for the same seed.
     """
     fn = PARTITIONERS[name]
-    accepted = inspect.signature(fn).parameters
-    allowed = sorted(p for p in accepted if p not in (*_FIXED_ARGS, "labels"))
-    for key in params:
-        if key not in allowed:
-            raise TinylargeError(
-                f"partitioner {name!r} has no parameter {key!r}; allowed: "
-                f"{', '.join(allowed) or 'none'}"
-            )
-    if "groups" in accepted:
+    params = check_options(name, params)
+    if "groups" in inspect.signature(fn).parameters:
         params["groups"] = groups
     return fn(labels, num_clients=num_clients, seed=seed, **params)
+
+
+@functools.cache
+def options_model(name: str) -> type[BaseModel]:
+    """The pydantic model of partitioner ``name``'s own parameters: their defaults from its
+    signature, their ranges from :data:`PARAMETERS`; unknown parameters are refused."""
+    return signature_model(name, PARTITIONERS[name], PARAMETERS, skip=_FIXED_ARGS)
+
+
+def check_options(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` of partitioner ``name`` checked against :func:`options_model` (the ones
+    given, converted: ``2.0`` becomes ``2``), or a :class:`TinylargeError` of one line."""
+    return bounds.check_options(options_model(name), params, what=f"partitioner {name!r}")
 
 
 def partitioner_names() -> list[str]:

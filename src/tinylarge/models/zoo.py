@@ -32,16 +32,27 @@ Large tier (edge/cloud teachers and server-side models):
 - ``resnet-small``: the ResNet-8 of the MLPerf Tiny image-classification
   benchmark (He et al., arXiv:1512.03385; three residual stacks of 16/32/64
   channels); at ``(3, 32, 32)`` it has the reference model's 12.5 M MACs.
+
+Options have one range each (:data:`OPTION_RANGES`): ``width`` 1..512
+channels, ``hidden`` 1..4096 units (the MLP takes a list of at most 8 hidden
+layers), ``blocks`` 1..64. That is far beyond any tiny model, yet the largest
+model they allow on 28x28 images, the largest input of any dataset
+(cnn-mcmahan at width 512 with 4096 hidden units: 219 M parameters), is 0.9 GB
+at fp32 and still builds. The config (``tinylarge validate``) and
+:func:`build_model` check options with the same model (:func:`options_model`).
 """
 
 from __future__ import annotations
 
-import inspect
+import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from pydantic import BaseModel, BeforeValidator, Field
+
+from tinylarge import bounds
 from tinylarge.errors import TinylargeError
 from tinylarge.registry import Registry
 
@@ -49,6 +60,24 @@ if TYPE_CHECKING:  # the zoo's names load without PyTorch; builders import it wh
     from torch import nn
 
 Builder = Callable[..., "nn.Module"]
+
+#: Most channels a ``width`` may ask for, hidden units a ``hidden`` layer, repeated blocks.
+MAX_WIDTH, MAX_HIDDEN, MAX_BLOCKS = 512, 4096, 64
+#: Most hidden layers of an MLP.
+MAX_HIDDEN_LAYERS = 8
+Units = Annotated[int, Field(ge=1, le=MAX_HIDDEN)]
+#: The MLP's ``hidden``: one width or a list of widths (a single width is a list of one).
+HiddenLayers = Annotated[
+    list[Units],
+    BeforeValidator(lambda v: v if isinstance(v, (list, tuple)) else [v]),
+    Field(max_length=MAX_HIDDEN_LAYERS),
+]
+#: The range of every builder option, by name (a builder may override one, see ``mlp``).
+OPTION_RANGES: dict[str, Any] = {
+    "width": Annotated[int, Field(ge=1, le=MAX_WIDTH)],
+    "hidden": Units,
+    "blocks": Annotated[int, Field(ge=1, le=MAX_BLOCKS)],
+}
 
 
 @dataclass(frozen=True)
@@ -69,6 +98,8 @@ class ZooEntry:
     description: str
     default_input_shape: tuple[int, ...]
     builder: Builder
+    #: Ranges of this builder's options that differ from :data:`OPTION_RANGES`.
+    ranges: Mapping[str, Any] = field(default_factory=dict)
 
 
 #: The zoo, by name.
@@ -76,13 +107,33 @@ MODELS: Registry[ZooEntry] = Registry("model")
 
 
 def _register(
-    name: str, *, tier: Literal["tiny", "large"], description: str, default: tuple[int, ...]
+    name: str,
+    *,
+    tier: Literal["tiny", "large"],
+    description: str,
+    default: tuple[int, ...],
+    ranges: Mapping[str, Any] | None = None,
 ) -> Callable[[Builder], Builder]:
     def deco(builder: Builder) -> Builder:
-        MODELS.add(name, ZooEntry(name, tier, description, default, builder))
+        MODELS.add(name, ZooEntry(name, tier, description, default, builder, dict(ranges or {})))
         return builder
 
     return deco
+
+
+@functools.cache
+def options_model(name: str) -> type[BaseModel]:
+    """The pydantic model of zoo model ``name``'s builder options: defaults from the
+    builder's signature, ranges from :data:`OPTION_RANGES`; unknown options are refused."""
+    entry = MODELS[name]
+    ranges = {**OPTION_RANGES, **entry.ranges}
+    return bounds.signature_model(name, entry.builder, ranges, skip=("input_shape", "num_classes"))
+
+
+def check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` of zoo model ``name``, checked and converted (``hidden: 8.0`` becomes 8),
+    or a :class:`~tinylarge.errors.TinylargeError` of one line naming the option and range."""
+    return bounds.check_options(options_model(name), options, what=f"model {name!r}")
 
 
 def model_names() -> list[str]:
@@ -126,17 +177,7 @@ def build_model(
         raise TinylargeError(f"input_shape must be positive integers, got {tuple(input_shape)}")
     if num_classes < 1:
         raise TinylargeError(f"num_classes must be >= 1, got {num_classes}")
-    allowed = [
-        p.name
-        for p in inspect.signature(spec.builder).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("input_shape", "num_classes")
-    ]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise TinylargeError(
-            f"unknown option(s) {', '.join(unknown)} for model {name!r}; "
-            f"allowed: {', '.join(sorted(allowed)) or 'none'}"
-        )
+    options = check_options(name, options)
     try:
         return spec.builder(input_shape=shape, num_classes=num_classes, **options)
     except TinylargeError:
@@ -150,17 +191,12 @@ def _expect_rank(name: str, shape: tuple[int, ...], ranks: Sequence[int], layout
         raise TinylargeError(f"model {name!r} takes inputs shaped {layout}, got {shape}")
 
 
-def _positive(name: str, **values: int) -> None:
-    for key, value in values.items():
-        if value < 1:
-            raise TinylargeError(f"model {name!r}: {key} must be >= 1, got {value}")
-
-
 @_register(
     "mlp",
     tier="tiny",
     description="flatten -> hidden ReLU layers -> classes; any input shape",
     default=(1, 28, 28),
+    ranges={"hidden": HiddenLayers},
 )
 def build_mlp(
     *, input_shape: tuple[int, ...], num_classes: int, hidden: int | Sequence[int] = 64
@@ -169,7 +205,6 @@ def build_mlp(
     from torch import nn
 
     sizes = [int(hidden)] if isinstance(hidden, int) else [int(h) for h in hidden]
-    _positive("mlp", **{f"hidden[{i}]": h for i, h in enumerate(sizes)})
     layers: list[nn.Module] = [nn.Flatten()]
     features = math.prod(input_shape)
     for width in sizes:
@@ -190,7 +225,6 @@ def build_cnn_tiny(*, input_shape: tuple[int, ...], num_classes: int, width: int
     from torch import nn
 
     _expect_rank("cnn-tiny", input_shape, (3,), "(C, H, W)")
-    _positive("cnn-tiny", width=width)
     channels, height, wide = input_shape
     if height < 4 or wide < 4:
         raise TinylargeError(f"model 'cnn-tiny' needs H, W >= 4, got {input_shape}")
@@ -234,7 +268,6 @@ def build_ds_cnn(
     from torch import nn
 
     _expect_rank("ds-cnn", input_shape, (3,), "(C, T, n_mfcc)")
-    _positive("ds-cnn", width=width, blocks=blocks)
     channels, frames, coeffs = input_shape
     kernel = (min(10, frames), min(4, coeffs))
     stride = (2 if frames >= 2 else 1, 2 if coeffs >= 2 else 1)
@@ -263,7 +296,6 @@ def build_cnn1d(*, input_shape: tuple[int, ...], num_classes: int, width: int = 
     from tinylarge.models.layers import Unsqueeze
 
     _expect_rank("cnn1d", input_shape, (1, 2), "(F,) or (C, L)")
-    _positive("cnn1d", width=width)
     channels, length = (1, input_shape[0]) if len(input_shape) == 1 else input_shape
     if length < 2:
         raise TinylargeError(f"model 'cnn1d' needs a length >= 2, got {input_shape}")
@@ -301,7 +333,6 @@ def build_cnn_mcmahan(
     from torch import nn
 
     _expect_rank("cnn-mcmahan", input_shape, (3,), "(C, H, W)")
-    _positive("cnn-mcmahan", width=width, hidden=hidden)
     channels, height, wide = input_shape
     if height < 4 or wide < 4:
         raise TinylargeError(f"model 'cnn-mcmahan' needs H, W >= 4, got {input_shape}")
@@ -333,7 +364,6 @@ def build_cnn_large(
     from torch import nn
 
     _expect_rank("cnn-large", input_shape, (3,), "(C, H, W)")
-    _positive("cnn-large", width=width)
     cin, height, wide = input_shape
     layers: list[nn.Module] = []
     for stage in range(3):
@@ -363,7 +393,6 @@ def build_resnet_small(
     from tinylarge.models.layers import BasicBlock
 
     _expect_rank("resnet-small", input_shape, (3,), "(C, H, W)")
-    _positive("resnet-small", width=width)
     channels = input_shape[0]
     return nn.Sequential(
         *_conv_bn_relu(channels, width, 3, padding=1),

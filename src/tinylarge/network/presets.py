@@ -106,7 +106,10 @@ class LinkPreset:
         else:
             _checks.positive("bandwidth_hz", self.bandwidth_hz, " Hz")
             _checks.positive("carrier_hz", self.carrier_hz, " Hz")
-            _checks.finite("tx_power_dbm", self.tx_power_dbm)
+            for name in ("tx_power_dbm", "downlink_tx_power_dbm"):
+                power = getattr(self, name)
+                if power is not None:  # 0.1 fW (far below any receiver) to 10 MW
+                    _checks.in_range(name, power, -100.0, 100.0, unit=" dBm", source="a radio")
             _checks.non_negative("noise_figure_db", self.noise_figure_db, " dB")
 
     @property

@@ -26,6 +26,20 @@ def db_to_linear(value_db: float) -> float:
     return float(10.0 ** (value_db / 10.0))
 
 
+def log2_1p_db(value_db: float) -> float:
+    """``log2(1 + x)`` of a power ratio ``x`` given in dB, without overflow at any SNR.
+
+    Above 300 dB, ``1 + x`` equals ``x`` in float64, so ``log2(x) = value_db / 10 * log2(10)``
+    is exact there (``10 ** (value_db / 10)`` itself overflows above about 3083 dB).
+
+    >>> log2_1p_db(0.0), log2_1p_db(1e6) == 1e5 * math.log2(10.0)
+    (1.0, True)
+    """
+    if value_db > 300.0:
+        return value_db / 10.0 * math.log2(10.0)
+    return math.log2(1.0 + db_to_linear(value_db))
+
+
 def linear_to_db(value: float) -> float:
     """dB from a power ratio (``-inf`` for 0)."""
     return -math.inf if value <= 0 else 10.0 * math.log10(value)
@@ -70,7 +84,7 @@ def shannon_rate_bps(
     eta = _checks.fraction("efficiency", efficiency)
     if snr_db == -math.inf:
         return 0.0
-    rate = eta * b * math.log2(1.0 + db_to_linear(snr_db))
+    rate = eta * b * log2_1p_db(snr_db)
     if max_rate_bps is not None:
         rate = min(rate, _checks.positive("max_rate_bps", max_rate_bps, " bit/s"))
     return rate

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,7 @@ def load(path: Path) -> Any:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise CheckpointError(
             f"{path} is not a tinylarge checkpoint (an .npz of arrays and JSON): {exc}"
         ) from None
@@ -116,6 +117,9 @@ def load(path: Path) -> Any:
         raise CheckpointError(f"{path} is not a tinylarge checkpoint: no {STATE_KEY} entry")
     try:
         tree = json.loads(blob.tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path}: its state is not JSON: {exc}") from None
-    return decode(tree, arrays)
+    try:
+        return decode(tree, arrays)
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:  # not encode()'s
+        raise CheckpointError(f"{path} is not a tinylarge checkpoint: {exc!r}") from None

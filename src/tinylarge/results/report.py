@@ -56,7 +56,8 @@ def build_report(run_dir: str | Path) -> Path:
     """Write ``report.html`` into a completed run directory and return its path."""
     run = RunDir(run_dir)
     if not run.path.is_dir():
-        raise TinylargeError(f"run directory {str(run.path)!r} does not exist")
+        what = "is a file" if run.path.exists() else "does not exist"
+        raise TinylargeError(f"run directory {str(run.path)!r} {what}")
     if not run.complete:
         raise TinylargeError(
             f"{str(run.path)!r} has no summary.json: the run did not complete "

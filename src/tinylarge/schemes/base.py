@@ -21,6 +21,7 @@ import importlib
 import pkgutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from tinylarge.errors import TinylargeError
@@ -110,11 +111,11 @@ class Scheme(ABC, Generic[O]):
 
 
 def _import_schemes() -> None:
-    import tinylarge.schemes as package
-
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+    """Import every scheme module of this folder (they register themselves)."""
+    folder = str(Path(__file__).parent)
+    for info in sorted(pkgutil.iter_modules([folder]), key=lambda m: m.name):
         if info.name not in ("base", "options") and not info.name.startswith("_"):
-            importlib.import_module(f"{package.__name__}.{info.name}")
+            importlib.import_module(f"{__package__}.{info.name}")
 
 
 #: Every scheme class by name; the scheme modules are imported on first use.
