@@ -412,3 +412,29 @@ def test_every_scheme_runs_a_round_at_the_largest_seed(tmp_path: Path, scheme: s
     path.write_text(yaml.safe_dump(cfg))
     code, err = run_cli("run", str(path), "--out", str(tmp_path / "out"), "--quiet", "--no-report")
     assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    ("scheme", "options", "where"),
+    [
+        ("fml", {"client_models": {"sbc": {"name": "mlp", "options": {"hidden": 10**9}}}},
+         "scheme.options.client_models.sbc"),
+        ("fedgkt", {"server_model": {"name": "cnn-large", "options": {"width": 0}}},
+         "scheme.options.server_model"),
+        ("cascade", {"large_options": {"hidden": [10**9]}}, "scheme.options.large_options"),
+        ("kd", {"teacher": "mlp", "teacher_options": {"hidden": -1}},
+         "scheme.options.teacher_options"),
+    ],
+)  # fmt: skip
+def test_model_options_inside_scheme_options_are_bounded_too(
+    tmp_path: Path, scheme: str, options: dict[str, Any], where: str
+) -> None:
+    cfg = {"topology": {"devices": [{"profile": "rpi4"}]}, "scheme": {"name": scheme}}
+    cfg["scheme"]["options"] = options
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    code, err = run_cli("validate", str(path))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"{path}: {where}: model " in lines[0], lines

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from tinylarge.sim.context import Context
     from tinylarge.sim.rounds import RoundReport
 
-O = TypeVar("O", bound=SchemeOptions)
+OptionsT = TypeVar("OptionsT", bound=SchemeOptions)
 
 
 @dataclass(frozen=True)
@@ -64,14 +64,14 @@ class Plan:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-class Scheme(ABC, Generic[O]):
+class Scheme(ABC, Generic[OptionsT]):
     """Base of all integration schemes."""
 
     name: ClassVar[str]
 
-    def __init__(self, ctx: Context, options: O) -> None:
+    def __init__(self, ctx: Context, options: OptionsT) -> None:
         self.ctx = ctx
-        self.options: O = options
+        self.options: OptionsT = options
 
     @abstractmethod
     def setup(self) -> None:

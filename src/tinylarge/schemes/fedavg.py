@@ -24,10 +24,10 @@ from tinylarge.sim.backends import fit_many
 from tinylarge.sim.rounds import RoundReport
 from tinylarge.sim.training import FitTask
 
-O = TypeVar("O", bound=SchemeOptions)
+OptionsT = TypeVar("OptionsT", bound=SchemeOptions)
 
 
-class FedAvgFamily(Scheme[O]):
+class FedAvgFamily(Scheme[OptionsT]):
     """Federated averaging of a shared model across the devices that can train it."""
 
     #: The local objective (:data:`tinylarge.sim.training.TRAINERS`).

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from tinylarge.compress.quantize import DEFAULT_PERCENTILE, CalibrationMethod
 from tinylarge.config import ExperimentConfig
-from tinylarge.models.zoo import MODELS
+from tinylarge.models.zoo import MODELS, check_options
 from tinylarge.schemes.options.base import SchemeOptions, register_options, set_fields
 
 Epochs = Annotated[int, Field(ge=1, le=1000)]
@@ -57,6 +57,13 @@ class KDOptions(SchemeOptions):
     def _known_teacher(cls, v: str) -> str:
         if v != "auto" and v not in MODELS:
             raise ValueError(f"unknown teacher {v!r}; known: auto, {', '.join(MODELS.names())}")
+        return v
+
+    @field_validator("teacher_options")
+    @classmethod
+    def _teacher_options_in_range(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if info.data.get("teacher", "auto") != "auto":
+            check_options(info.data["teacher"], v)
         return v
 
     def refuse(self, cfg: ExperimentConfig) -> list[str]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from tinylarge.config import ExperimentConfig
 from tinylarge.hardware.catalogue import get_device
 from tinylarge.inference.paths import TIERS, Tier
-from tinylarge.models.zoo import MODELS
+from tinylarge.models.zoo import MODELS, check_options
 from tinylarge.network.presets import PRESETS
 from tinylarge.schemes.options.base import SchemeOptions, register_options, set_fields
 
@@ -86,6 +86,13 @@ class CascadeOptions(ThresholdOptions):
     @classmethod
     def _known_model(cls, v: str) -> str:
         MODELS[v]
+        return v
+
+    @field_validator("large_options")
+    @classmethod
+    def _large_options_in_range(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "large_model" in info.data:
+            check_options(info.data["large_model"], v)
         return v
 
 

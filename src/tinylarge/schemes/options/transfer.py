@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tinylarge.config import ExperimentConfig
 from tinylarge.data import TEXT_DATASETS
 from tinylarge.errors import TinylargeError
 from tinylarge.hardware.catalogue import TIERS, get_device
 from tinylarge.models.foundation_profile import LORA_TARGETS
-from tinylarge.models.zoo import MODELS
+from tinylarge.models.zoo import MODELS, check_options
 from tinylarge.schemes.options.base import SchemeOptions, register_options
 
 Epochs = Annotated[int, Field(ge=1, le=1000)]
@@ -25,11 +25,11 @@ BatchSize = Annotated[int, Field(ge=1, le=65536)]
 
 
 class ModelChoice(BaseModel):
-    """A zoo model by name with its builder options."""
+    """A zoo model by name with its builder options, each within its range."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: str
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -37,6 +37,11 @@ class ModelChoice(BaseModel):
         if v not in MODELS:
             raise ValueError(f"unknown model {v!r}; known: {', '.join(MODELS.names())}")
         return v
+
+    @model_validator(mode="after")
+    def _in_range(self) -> ModelChoice:
+        check_options(self.name, self.options)
+        return self
 
 
 def check_model_map(value: dict[str, ModelChoice]) -> dict[str, ModelChoice]:
@@ -72,7 +77,7 @@ class TLOptions(SchemeOptions):
 @register_options("fedgkt")
 class FedGKTOptions(SchemeOptions):
     #: Device model per profile id or tier (default: the config's model).
-    client_models: dict[str, ModelChoice] = {}
+    client_models: dict[str, ModelChoice] = Field(default_factory=dict)
     #: Children of the device model that form the extractor: a cut point of models/cuts.py
     #: (None: the last cut before the model's second conv/linear layer).
     extractor_layers: Annotated[int, Field(ge=1, le=10_000)] | None = None
@@ -106,7 +111,7 @@ class FedGKTOptions(SchemeOptions):
 @register_options("feddf")
 class FedDFOptions(SchemeOptions):
     #: Device model per profile id or tier (default: the config's model).
-    client_models: dict[str, ModelChoice] = {}
+    client_models: dict[str, ModelChoice] = Field(default_factory=dict)
     #: The large server model (None: cnn-large for images, a wide mlp otherwise).
     server_model: ModelChoice | None = None
     #: Share of the training set held by the server as the unlabeled public set.
@@ -131,7 +136,7 @@ class FedDFOptions(SchemeOptions):
 @register_options("fml")
 class FMLOptions(SchemeOptions):
     #: Private model per profile id or tier (default: the config's model).
-    client_models: dict[str, ModelChoice] = {}
+    client_models: dict[str, ModelChoice] = Field(default_factory=dict)
     #: The shared (meme) model every device trains (default: the config's model).
     shared_model: ModelChoice | None = None
     #: Weight of cross-entropy in the private model's loss (the rest is KL to the shared).
