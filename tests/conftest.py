@@ -62,3 +62,8 @@ def kill_in_round(
     with pytest.raises(KeyboardInterrupt):
         start()
     monkeypatch.setattr(scheme, "run_round", original)
+
+
+def reproducible(summary: dict[str, Any]) -> dict[str, Any]:
+    """A summary without what may differ between identical runs (wall time, backend)."""
+    return {k: v for k, v in summary.items() if k not in ("wall_time_s", "backend")}

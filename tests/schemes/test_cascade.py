@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import kill_in_round, small_task
+from tests.conftest import kill_in_round, reproducible, small_task
 from tests.inference.checks import (
     check_refusals,
     check_run,
@@ -100,10 +100,6 @@ def test_large_model_options_and_errors(tmp_path: Path) -> None:
         )
 
 
-def strip(summary: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in summary.items() if k not in ("wall_time_s", "backend")}
-
-
 def test_resume_after_a_kill_reaches_the_same_numbers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -124,7 +120,7 @@ def test_resume_after_a_kill_reaches_the_same_numbers(
         )
     )
     resumed = run_experiment(cfg, out=tmp_path / "killed", resume=True, progress=False)
-    assert strip(resumed) == strip(full)
+    assert reproducible(resumed) == reproducible(full)
 
 
 def test_fading_draws_per_request_and_stays_consistent(tmp_path: Path) -> None:
@@ -138,7 +134,7 @@ def test_fading_draws_per_request_and_stays_consistent(tmp_path: Path) -> None:
     s = run_experiment(cfg, out=tmp_path / "fade", progress=False)
     check_run(tmp_path / "fade", s)
     again = run_experiment(cfg, out=tmp_path / "fade2", progress=False)
-    assert strip(again) == strip(s)
+    assert reproducible(again) == reproducible(s)
 
 
 def test_settings_it_cannot_honour_are_refused() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import small_task
+from tests.conftest import reproducible, small_task
 
 from tinylarge.config import parse_config
 from tinylarge.schemes import SCHEMES
@@ -56,10 +56,6 @@ def scheme_task(scheme: str, *, options: dict[str, Any] | None = None, **overrid
     if scheme in SERVER_ONLY:
         cfg["training"] = {k: v for k, v in cfg["training"].items() if k not in DEVICE_TRAINING}
     return cfg
-
-
-def reproducible(summary: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in summary.items() if k not in ("wall_time_s", "backend")}
 
 
 @pytest.mark.parametrize("scheme", [s for s in SCHEMES.names() if s not in SKIP_CONTRACT])

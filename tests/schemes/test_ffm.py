@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from tests.conftest import small_task
+from tests.conftest import reproducible, small_task
 from tests.sim.test_clock import check_one_clock
 
 from tinylarge.config import ConfigError, parse_config
@@ -259,8 +259,6 @@ def test_missing_extra_names_its_install_command(monkeypatch: pytest.MonkeyPatch
 
 
 # -- the contract ----------------------------------------------------------------------------
-def reproducible(summary: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in summary.items() if k not in ("wall_time_s", "backend")}
 
 
 def ledger_rows(run: Path) -> list[dict[str, str]]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.conftest import kill_in_round, small_task
+from tests.conftest import kill_in_round, reproducible, small_task
 from tests.inference.checks import (
     check_refusals,
     check_run,
@@ -123,10 +123,6 @@ def test_devices_in_outage_or_dropping_out_do_not_serve(tmp_path: Path) -> None:
     assert s["not_served"]["dropout"]
 
 
-def strip(summary: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in summary.items() if k not in ("wall_time_s", "backend")}
-
-
 def test_resume_after_a_kill_reaches_the_same_numbers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -139,4 +135,4 @@ def test_resume_after_a_kill_reaches_the_same_numbers(
         lambda: run_experiment(cfg, out=tmp_path / "killed", progress=False),
     )
     resumed = run_experiment(cfg, out=tmp_path / "killed", resume=True, progress=False)
-    assert strip(resumed) == strip(full)
+    assert reproducible(resumed) == reproducible(full)

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.schemes.test_contract import SKIP_BACKEND_TABLE, reproducible, scheme_task
+from tests.conftest import reproducible
+from tests.schemes.test_contract import SKIP_BACKEND_TABLE, scheme_task
 
 from tinylarge.config import parse_config
 from tinylarge.errors import TinylargeError

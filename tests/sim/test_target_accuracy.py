@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import kill_in_round, small_task
+from tests.conftest import kill_in_round, reproducible, small_task
 
 from tinylarge.config import ConfigError, parse_config
 from tinylarge.results.rundir import RunDir
@@ -15,10 +15,6 @@ from tinylarge.sim.engine import rounds_to_target, run_experiment
 
 ROUNDS = 12
 TARGET = 0.9
-
-
-def strip(summary: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in summary.items() if k not in ("wall_time_s", "backend")}
 
 
 def config(target: float | None, **training: Any) -> Any:
@@ -108,12 +104,12 @@ def test_resume_before_and_after_the_target(
         monkeypatch, FedAvg, 1, lambda: run_experiment(cfg, out=tmp_path / "killed", progress=False)
     )
     resumed = run_experiment(cfg, out=tmp_path / "killed", resume=True, progress=False)
-    assert strip(resumed) == strip(full)
+    assert reproducible(resumed) == reproducible(full)
 
     # killed after the target round's checkpoint but before summary.json: no extra round
     (tmp_path / "full" / "summary.json").unlink()
     again = run_experiment(cfg, out=tmp_path / "full", resume=True, progress=False)
-    assert strip(again) == strip(full)
+    assert reproducible(again) == reproducible(full)
     assert len(RunDir(tmp_path / "full").read_metrics()) == full["rounds"]
 
 
