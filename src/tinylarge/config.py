@@ -238,6 +238,10 @@ class TrainingConfig(_Frozen):
     local_epochs: Annotated[int, Field(ge=1, le=1000)] = 1
     batch_size: Annotated[int, Field(ge=1, le=65536)] = 32
     lr: Annotated[float, Field(gt=0, le=100)] = 0.05
+    #: How a round's participants are drawn: ``fixed`` takes ``round(fraction * n)`` without
+    #: replacement; ``poisson`` takes each device independently with probability ``fraction``
+    #: (the sampling DP-FedAvg's accounting assumes; see docs/privacy.md).
+    sampling: Literal["fixed", "poisson"] = "fixed"
     optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
@@ -258,6 +262,41 @@ class EngineConfig(_Frozen):
     threads: Annotated[int, Field(ge=1, le=256)] = 1
 
 
+class DpConfig(_Frozen):
+    """User-level differential privacy for federated averaging: DP-FedAvg (McMahan et al.
+    2018, https://arxiv.org/abs/1710.06963) with fixed or adaptive clipping (Andrew et al.
+    2021, https://arxiv.org/abs/1905.03871). Field names and meanings follow Flower's
+    ``DifferentialPrivacy{Server,Client}Side{Fixed,Adaptive}Clipping`` wrappers; see
+    docs/privacy.md. Give ``noise_multiplier`` or ``target_epsilon`` (then the noise
+    multiplier is solved for before the run)."""
+
+    clipping: Literal["server-fixed", "server-adaptive", "client-fixed"] = "server-fixed"
+    noise_multiplier: Annotated[float, Field(ge=0, le=1e4)] | None = None
+    target_epsilon: Annotated[float, Field(gt=0, le=1e4)] | None = None
+    delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
+    accountant: Literal["rdp", "pld"] = "rdp"
+    #: Fixed clipping: the L2 bound of one client's model update.
+    clipping_norm: Annotated[float, Field(gt=0, le=1e6)] = 1.0
+    #: Adaptive clipping (Andrew et al.'s recommended defaults, as Flower's).
+    initial_clipping_norm: Annotated[float, Field(gt=0, le=1e6)] = 0.1
+    target_clipped_quantile: Annotated[float, Field(ge=0, le=1)] = 0.5
+    clip_norm_lr: Annotated[float, Field(gt=0, le=10)] = 0.2
+    #: Noise on the count of unclipped updates; default: clients per round / 20.
+    clipped_count_stddev: Annotated[float, Field(gt=0, le=1e6)] | None = None
+
+    @model_validator(mode="after")
+    def _one_noise_setting(self) -> DpConfig:
+        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError("give exactly one of noise_multiplier and target_epsilon")
+        return self
+
+
+class PrivacyConfig(_Frozen):
+    """Privacy around training and aggregation (docs/privacy.md)."""
+
+    dp: DpConfig | None = None
+
+
 class ExperimentConfig(_Frozen):
     """A whole experiment: task, model, topology, scheme, training and engine."""
 
@@ -269,6 +308,7 @@ class ExperimentConfig(_Frozen):
     scheme: SchemeConfig = Field(default_factory=SchemeConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     @field_validator("name")
     @classmethod
@@ -301,6 +341,24 @@ class ExperimentConfig(_Frozen):
                     f"task.partition: {devices:,} devices with {what} each need more than the "
                     f"task.subset of {subset:,} training samples"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _privacy_fits_the_fleet(self) -> ExperimentConfig:
+        """delta must be below 1/n for n users (else "protect all but a few" is no protection);
+        Poisson sampling has no minimum number of clients."""
+        n = self.topology.num_devices
+        dp = self.privacy.dp
+        if dp is not None and dp.delta >= 1 / n:
+            raise ValueError(
+                f"privacy.dp.delta {dp.delta:g} must be below 1/n = {1 / n:.3g} for n = {n:,} "
+                "devices (user-level DP protects each device's data; 1e-5 is usual)"
+            )
+        if self.training.sampling == "poisson" and self.training.min_clients != 1:
+            raise ValueError(
+                "training.min_clients: Poisson sampling draws each device independently and "
+                "cannot guarantee a minimum; leave min_clients at 1 or use sampling: fixed"
+            )
         return self
 
     def with_overrides(self, **changes: Any) -> ExperimentConfig:

@@ -45,6 +45,10 @@ METRIC_FIELDS = (
     "bytes_up",
     "bytes_down",
     "device_energy_j",
+    # privacy.dp: epsilon so far, the norm this round clipped to, the share within it
+    "epsilon",
+    "clipping_norm",
+    "unclipped_fraction",
 )
 
 DROPPED_FIELDS = ("round", "node", "reason")

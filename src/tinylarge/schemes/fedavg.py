@@ -40,6 +40,7 @@ class FedAvgFamily(Scheme[OptionsT]):
             what=f"train model {ctx.config.model.name!r}",
             hint="choose a smaller model or a scheme for constrained devices (sl, fsl)",
         )
+        ctx.average_privately(self.pool)
         torch.manual_seed(ctx.seed)
         self.weights: Weights = get_weights(ctx.spec.build())
 
@@ -73,10 +74,13 @@ class FedAvgFamily(Scheme[OptionsT]):
         for c in active:
             samples = results[c.id].num_samples * ctx.settings.epochs
             rd.compute(c, Train(ctx.model_profile, samples), what="local-train")
+        sent = rd.protect(
+            [Update.full(c.id, results[c.id].weights, results[c.id].num_samples) for c in active],
+            base=self.weights,
+        )
         kept = rd.upload({cid: [("weights", nbytes(r.weights))] for cid, r in results.items()})
-        updates = [
-            Update.full(c.id, results[c.id].weights, results[c.id].num_samples) for c in kept
-        ]
+        by_client = {u.client: u for u in sent}
+        updates = [by_client[c.id] for c in kept]
         if updates:
             averaged = rd.aggregate(updates, base=self.weights)
             self.weights = self.server_update(rnd, averaged)

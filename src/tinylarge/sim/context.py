@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
@@ -46,8 +46,11 @@ from tinylarge.models.zoo import ModelSpec
 from tinylarge.network.link import Link, TransferResult
 from tinylarge.sim.backends import Backend, make_backend
 from tinylarge.sim.ledger import Event, Kind, Ledger, Side
-from tinylarge.sim.rounds import Round, sample
+from tinylarge.sim.rounds import Round, expected_participants, sample
 from tinylarge.sim.training import TrainSettings, evaluate
+
+if TYPE_CHECKING:
+    from tinylarge.security.dp import PrivateAveraging
 
 Direction = Literal["up", "down"]
 #: Node names of the server side.
@@ -110,6 +113,8 @@ class Context:
         self._backend: Backend | None = None
         #: The run directory, set by the engine; schemes write artifacts here.
         self.run_dir: Path | None = None
+        #: DP-FedAvg of this run (``privacy.dp``), set up by :meth:`average_privately`.
+        self.privacy: PrivateAveraging | None = None
 
     # -- set-up ------------------------------------------------------------------------------
     def _make_clients(self) -> list[Client]:
@@ -191,6 +196,26 @@ class Context:
                 entry = excluded.setdefault(c.profile.id, {"count": 0, "reason": verdict.reason})
                 entry["count"] += 1
         return {"fits": fits, "excluded": excluded}
+
+    def average_privately(self, pool: Sequence[Client]) -> None:
+        """Set up ``privacy.dp`` for a scheme that averages model updates over ``pool``: the
+        round's :meth:`~tinylarge.sim.rounds.Round.protect` and
+        :meth:`~tinylarge.sim.rounds.Round.aggregate` then clip and noise, and the engine
+        reports epsilon. A no-op without ``privacy.dp``."""
+        dp = self.config.privacy.dp
+        if dp is None:
+            return
+        from tinylarge.security.dp import private_averaging
+
+        t = self.config.training
+        self.privacy = private_averaging(
+            dp,
+            population=len(pool),
+            per_round=expected_participants(self, len(pool)),
+            sampling=t.sampling,
+            fraction=t.fraction,
+            rounds=t.rounds,
+        )
 
     # -- backend -----------------------------------------------------------------------------
     @property

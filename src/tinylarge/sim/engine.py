@@ -95,6 +95,8 @@ def summarize(
         "target_accuracy": cfg.training.target_accuracy,
         "rounds_to_target": rounds_to_target(rows, cfg.training.target_accuracy),
     }
+    if ctx.privacy is not None:
+        summary.update(ctx.privacy.summary(len(rows)))
     summary["per_profile"] = per_profile(ctx, ledger)
     summary.update(scheme.summary_extras())
     return summary
@@ -150,6 +152,8 @@ def run_experiment(
         if resume:
             ckpt = run.load_checkpoint()
             scheme.load_state(ckpt["scheme"])
+            if ctx.privacy is not None and "privacy" in ckpt:
+                ctx.privacy.dp.load_state(ckpt["privacy"])
             first = ckpt["round"] + 1
             prior_wall = ckpt.get("wall_time_s", 0.0)
             rows, ledger = run.truncate_to(ckpt["round"])
@@ -188,12 +192,17 @@ def run_experiment(
                     "bytes_down": this_round.bytes_down(),
                     "device_energy_j": this_round.device_energy_j(),
                 }
+                if ctx.privacy is not None:
+                    row["epsilon"] = ctx.privacy.epsilon(rnd + 1)
+                    row["clipping_norm"] = ctx.privacy.dp.last_clip
+                    row["unclipped_fraction"] = ctx.privacy.dp.last_unclipped
                 rows.append(row)
                 run.append_round(row, new_events, report.dropped)
                 run.save_checkpoint(
                     {
                         "round": rnd,
                         "scheme": scheme.state(),
+                        **({"privacy": ctx.privacy.dp.state()} if ctx.privacy else {}),
                         "wall_time_s": prior_wall + time.perf_counter() - started,
                     }
                 )

@@ -58,6 +58,8 @@ Reason = Literal["outage", "dropout", "straggler"]
 Stream = tuple[str, str]
 
 _DROPOUT_STREAM = 4
+#: The server's DP noise (``ctx.rng(round, _DP_STREAM)``).
+_DP_STREAM = 41
 #: Ledger node of each server-side compute leg of an inference request.
 SERVER_NODES = {"edge": "server", "cloud": "cloud"}
 
@@ -73,14 +75,27 @@ class RoundReport:
 
 
 def sample(ctx: Context, rnd: int, pool: Sequence[Client]) -> list[Client]:
-    """``training.fraction`` of ``pool`` (at least ``training.min_clients``), in pool order.
+    """``training.fraction`` of ``pool`` (at least ``training.min_clients``), in pool order;
+    with ``training.sampling: poisson`` each device independently with that probability.
 
     Deterministic in (seed, round): resuming a run samples the same devices.
     """
     t = ctx.config.training
-    k = min(len(pool), max(t.min_clients, round(t.fraction * len(pool))))
+    if t.sampling == "poisson":  # each device independently with probability ``fraction``
+        picked = ctx.rng(rnd, 1).random(len(pool)) < t.fraction
+        return [c for c, p in zip(pool, picked, strict=True) if p]
+    k = expected_participants(ctx, len(pool))
     chosen = ctx.rng(rnd, 1).choice(len(pool), size=k, replace=False)
     return [pool[i] for i in sorted(chosen)]
+
+
+def expected_participants(ctx: Context, pool_size: int) -> int:
+    """How many devices a round samples from a pool of ``pool_size`` (with Poisson sampling,
+    the nearest integer to the expected number, at least 1)."""
+    t = ctx.config.training
+    if t.sampling == "poisson":
+        return max(1, round(t.fraction * pool_size))
+    return min(pool_size, max(t.min_clients, round(t.fraction * pool_size)))
 
 
 def shares(clients: Sequence[Client]) -> dict[int, float]:
@@ -189,10 +204,31 @@ class Round:
         server as element-wise work over every carried value. ``base`` if none arrived."""
         if not updates:
             return base
-        new = AGGREGATORS["fedavg"](updates, base=base)
         values = sum(int(t.size) for u in updates for t in u.tensors if t is not None)
+        private = self.ctx.privacy
+        if private is None:
+            new = AGGREGATORS["fedavg"](updates, base=base)
+        else:
+            new = private.dp.aggregate(updates, base=base, rng=self.ctx.rng(self.rnd, _DP_STREAM))
+            values += private.dp.server_values(updates)
         self.server(Elementwise(values), what=what)
         return new
+
+    def protect(self, updates: Sequence[Update], *, base: Weights) -> list[Update]:
+        """What each device sends instead of its update under ``privacy.dp`` (client-side
+        clipping), with the device's work billed before its upload; ``updates`` unchanged
+        otherwise."""
+        private = self.ctx.privacy
+        if private is None:
+            return list(updates)
+        by_id = {c.id: c for c in self.participants}
+        out = []
+        for u in updates:
+            values = private.dp.device_work(u)
+            if values:
+                self.compute(by_id[u.client], Elementwise(values), what="dp-clip")
+            out.append(private.dp.on_device(u, base))
+        return out
 
     # -- device phase ------------------------------------------------------------------------
     def _open_devices(self) -> None:

@@ -38,14 +38,38 @@ def scheme_options(cfg: ExperimentConfig, *, source: str = "config") -> SchemeOp
     except ValidationError as exc:
         msg = format_validation_error(exc, source=source)
         raise ConfigError(msg.replace(f"{source}: ", f"{source}: scheme.options.")) from None
-    problems = options.refuse(cfg)
+    problems = options.refuse(cfg) + _privacy_problems(cfg)
     if problems:
         raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
     return options
 
 
+#: Schemes whose averaging runs DP-FedAvg (``privacy.dp``) and Poisson client sampling.
+PRIVATE_AVERAGING = ("fedavg", "fedprox", "fedadam", "fedyogi")
+
+
+def _privacy_problems(cfg: ExperimentConfig) -> list[str]:
+    """``privacy.dp`` and Poisson sampling, where the scheme does not average through them."""
+    if cfg.scheme.name in PRIVATE_AVERAGING:
+        return []
+    known = ", ".join(PRIVATE_AVERAGING)
+    problems = []
+    if cfg.privacy.dp is not None:
+        problems.append(
+            f"privacy.dp: scheme {cfg.scheme.name!r} does not average model updates through "
+            f"DP-FedAvg; schemes that do: {known}"
+        )
+    if cfg.training.sampling != "fixed":
+        problems.append(
+            f"training.sampling: scheme {cfg.scheme.name!r} samples its devices with "
+            f"sampling: fixed only; Poisson sampling is for {known}"
+        )
+    return problems
+
+
 __all__ = [
     "OPTIONS",
+    "PRIVATE_AVERAGING",
     "NoOptions",
     "SchemeOptions",
     "register_options",
