@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 from tests.conftest import kill_in_round, reproducible, small_task
-from tinylarge.security.accounting import DpSpec, epsilon
 
 from tinylarge.config import ConfigError, parse_config
 from tinylarge.schemes.fedavg import FedAvg
 from tinylarge.schemes.options import scheme_options
+from tinylarge.security.accounting import DpSpec, epsilon
 from tinylarge.sim.engine import run_experiment
 from tinylarge.sim.ledger import Ledger
 
@@ -39,7 +39,7 @@ def test_epsilon_per_round_is_the_accountants(tmp_path: Path, sampling: str) -> 
     n = cfg.topology.num_devices
     per_round = round(0.5 * n)
     spec = {
-        "fixed": {"noise_multiplier": 0.5, "sampling": "fixed", "population": n},
+        "fixed": {"noise_multiplier": 1.0, "sampling": "fixed", "population": n},
         "poisson": {"noise_multiplier": 1.0, "sampling": "poisson", "population": n},
     }[sampling]
     eps = [float(r["epsilon"]) for r in metrics(tmp_path / "r")]

@@ -245,7 +245,8 @@ class PrivateAveraging:
       multiplier is ``z``.
     - ``fixed``: ``k`` of ``population`` devices without replacement; dp-accounting
       analyses this under replace-one neighbours (Wang, Balle and Kasiviswanathan
-      2019), where the sum moves by up to ``2C``: the accountant's multiplier is ``z/2``.
+      2019), where the sum moves by up to ``2C``: :mod:`tinylarge.security.accounting`
+      accounts it with multiplier ``z/2``.
     """
 
     dp: UserDp
@@ -257,9 +258,9 @@ class PrivateAveraging:
 
     @property
     def accounted_multiplier(self) -> float:
-        """The noise-to-sensitivity ratio the accountant sees (see the class docstring)."""
-        z = self.dp.noise_multiplier
-        return z if self.sampling == "poisson" else z / 2
+        """The noise multiplier (noise std over the clipping norm) the accountant is given;
+        it halves it itself under fixed-size sampling's replace-one relation."""
+        return self.dp.noise_multiplier
 
     def epsilon(self, rounds: int) -> float:
         """epsilon at :attr:`delta` after ``rounds`` noised aggregations (0 before any)."""
@@ -344,7 +345,7 @@ def private_averaging(
             sampling="poisson" if sampling == "poisson" else "fixed",
             population=population,
         )
-        z = solved if sampling == "poisson" else 2 * solved
+        z = solved
     run.dp.noise_multiplier = float(z)
     run.dp.__post_init__()  # re-check adaptive clipping's share of the budget with the real z
     return run
