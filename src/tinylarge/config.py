@@ -291,10 +291,54 @@ class DpConfig(_Frozen):
         return self
 
 
+class SecAggConfig(_Frozen):
+    """Secure aggregation, SecAgg+ (Bell et al. 2020) on Bonawitz et al. 2017: the server
+    learns only the sum of the round's updates. Names and defaults after Flower's
+    ``SecAggPlusWorkflow``; see docs/privacy.md."""
+
+    #: Neighbours each client shares its secrets with, itself included (odd below the
+    #: round's client count; capped at it, which is the complete graph of the original
+    #: SecAgg).
+    num_shares: Annotated[int, Field(ge=3, le=MAX_DEVICES)]
+    #: Shares needed to rebuild a secret: the fewest clients that must stay to the end.
+    reconstruction_threshold: Annotated[int, Field(ge=2, le=MAX_DEVICES)]
+    clipping_range: Annotated[float, Field(gt=0, le=1e6)] = 8.0
+    quantization_range: Annotated[int, Field(ge=2, le=2**62)] = 4194304
+    modulus_range: Annotated[int, Field(ge=4, le=2**64)] = 2**32
+    max_weight: Annotated[float, Field(gt=0, le=1e9)] = 1000.0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SecAggConfig:
+        from tinylarge.security._secagg_base import SecAggParams
+
+        try:
+            SecAggParams(
+                num_shares=self.num_shares if self.num_shares % 2 else self.num_shares + 1,
+                reconstruction_threshold=self.reconstruction_threshold,
+                clipping_range=self.clipping_range,
+                quantization_range=self.quantization_range,
+                modulus_range=self.modulus_range,
+                max_weight=self.max_weight,
+            )
+        except TinylargeError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
 class PrivacyConfig(_Frozen):
     """Privacy around training and aggregation (docs/privacy.md)."""
 
     dp: DpConfig | None = None
+    secagg: SecAggConfig | None = None
+
+    @model_validator(mode="after")
+    def _composable(self) -> PrivacyConfig:
+        if self.dp is not None and self.secagg is not None:
+            raise ValueError(
+                "dp with secagg (distributed DP, each client noising its own update) is not "
+                "supported yet; use one of them"
+            )
+        return self
 
 
 class ExperimentConfig(_Frozen):
@@ -354,6 +398,26 @@ class ExperimentConfig(_Frozen):
                 f"privacy.dp.delta {dp.delta:g} must be below 1/n = {1 / n:.3g} for n = {n:,} "
                 "devices (user-level DP protects each device's data; 1e-5 is usual)"
             )
+        sa = self.privacy.secagg
+        if sa is not None:
+            t = self.training
+            most = (
+                n if t.sampling == "poisson" else min(n, max(t.min_clients, round(t.fraction * n)))
+            )
+            if sa.reconstruction_threshold > min(sa.num_shares, most):
+                raise ValueError(
+                    f"privacy.secagg.reconstruction_threshold {sa.reconstruction_threshold} "
+                    f"exceeds num_shares {sa.num_shares} or the {most:,} clients a round "
+                    f"takes; allowed: 2..{min(sa.num_shares, most)}"
+                )
+            if sa.quantization_range * most > sa.modulus_range:
+                raise ValueError(
+                    f"privacy.secagg: {most:,} clients' quantized inputs (quantization_range "
+                    f"{sa.quantization_range:,} each) can sum past modulus_range "
+                    f"{sa.modulus_range:,}; raise modulus_range to at least "
+                    f"2**{(sa.quantization_range * most - 1).bit_length()} or lower "
+                    "quantization_range"
+                )
         if self.training.sampling == "poisson" and self.training.min_clients != 1:
             raise ValueError(
                 "training.min_clients: Poisson sampling draws each device independently and "

@@ -216,8 +216,18 @@ class Elementwise:
     values: int
 
 
+@dataclass(frozen=True)
+class Cycles:
+    """``cycles`` of scalar CPU work (cryptography: :mod:`tinylarge.hardware.crypto`) at
+    ``clock_hz``, the clock of the core that runs it."""
+
+    cycles: float
+    clock_hz: float
+    what: str = "crypto"
+
+
 #: One piece of work a scheme reports; the context prices it on the node that ran it.
-Work = Train | Infer | Elementwise
+Work = Train | Infer | Elementwise | Cycles
 
 
 def work_cost(work: Work, device: DeviceProfile) -> ComputeCost:
@@ -235,6 +245,11 @@ def work_cost(work: Work, device: DeviceProfile) -> ComputeCost:
         return ComputeCost(
             one.macs * work.calls, one.latency_s * work.calls, one.energy_j * work.calls
         )
+    if isinstance(work, Cycles):
+        if work.cycles < 0 or work.clock_hz <= 0:
+            raise TinylargeError(f"cycles must be >= 0 at a positive clock, got {work}")
+        latency = work.cycles / work.clock_hz
+        return ComputeCost(macs=0, latency_s=latency, energy_j=latency * device.active_power_w)
     return macs_cost(work.values, device, dtype="fp32", op="elementwise")
 
 

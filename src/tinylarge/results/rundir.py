@@ -49,6 +49,9 @@ METRIC_FIELDS = (
     "epsilon",
     "clipping_norm",
     "unclipped_fraction",
+    # privacy.secagg: clients whose update is in the sum; why a round aborted
+    "secagg_survivors",
+    "secagg_aborted",
 )
 
 DROPPED_FIELDS = ("round", "node", "reason")

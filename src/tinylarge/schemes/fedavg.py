@@ -78,12 +78,18 @@ class FedAvgFamily(Scheme[OptionsT]):
             [Update.full(c.id, results[c.id].weights, results[c.id].num_samples) for c in active],
             base=self.weights,
         )
-        kept = rd.upload({cid: [("weights", nbytes(r.weights))] for cid, r in results.items()})
-        by_client = {u.client: u for u in sent}
-        updates = [by_client[c.id] for c in kept]
-        if updates:
-            averaged = rd.aggregate(updates, base=self.weights)
-            self.weights = self.server_update(rnd, averaged)
+        if ctx.config.privacy.secagg is not None:  # the masked update replaces the upload
+            averaged = rd.secure_aggregate(sent, base=self.weights)
+            if averaged is not self.weights:
+                self.weights = self.server_update(rnd, averaged)
+            kept = [c for c in active if c.id not in rd.dropped]
+        else:
+            kept = rd.upload({cid: [("weights", nbytes(r.weights))] for cid, r in results.items()})
+            by_client = {u.client: u for u in sent}
+            updates = [by_client[c.id] for c in kept]
+            if updates:
+                averaged = rd.aggregate(updates, base=self.weights)
+                self.weights = self.server_update(rnd, averaged)
         losses = [results[c.id].loss for c in kept]
         return rd.report(train_loss=float(np.mean(losses)) if losses else None)
 

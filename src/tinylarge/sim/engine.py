@@ -192,6 +192,7 @@ def run_experiment(
                     "bytes_down": this_round.bytes_down(),
                     "device_energy_j": this_round.device_energy_j(),
                 }
+                row.update(report.notes)
                 if ctx.privacy is not None:
                     row["epsilon"] = ctx.privacy.epsilon(rnd + 1)
                     row["clipping_norm"] = ctx.privacy.dp.last_clip

@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tinylarge.hardware.catalogue import DeviceProfile
 from tinylarge.hardware.cost import ComputeCost, Elementwise, Work
@@ -72,6 +72,8 @@ class RoundReport:
     participants: int
     dropped: dict[int, str] = field(default_factory=dict)
     train_loss: float | None = None
+    #: What a protocol step of the round reports for metrics.csv (``secagg_survivors``...).
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 def sample(ctx: Context, rnd: int, pool: Sequence[Client]) -> list[Client]:
@@ -132,6 +134,7 @@ class Round:
         self._device_end_s = 0.0
         self._clock: dict[int, float] = {}
         self._turn_free_s = 0.0
+        self.notes: dict[str, Any] = {}
 
     # -- who is still here -------------------------------------------------------------------
     @property
@@ -213,6 +216,27 @@ class Round:
             values += private.dp.server_values(updates)
         self.server(Elementwise(values), what=what)
         return new
+
+    def secure_aggregate(self, updates: Sequence[Update], *, base: Weights) -> Weights:
+        """The new global tensors from ``updates`` through secure aggregation
+        (``privacy.secagg``): every stage's messages on the clients' links, their crypto
+        on their devices, the unmasking on the server (:mod:`tinylarge.sim.secure`).
+        ``base`` if the protocol aborts (the reason goes to metrics.csv)."""
+        from tinylarge.sim.secure import secure_aggregate
+
+        cfg = self.ctx.config.privacy.secagg
+        if cfg is None:
+            raise RuntimeError("secure_aggregate without privacy.secagg")
+        new, notes = secure_aggregate(self, updates, base=base, cfg=cfg)
+        self.notes.update(notes)
+        return new
+
+    def barrier(self, clients: Sequence[Client]) -> None:
+        """A protocol stage the server answers only when all of ``clients`` are done: each
+        waits, idle, until the last of them is."""
+        end = max((self.clock_s(c) for c in clients), default=0.0)
+        for c in clients:
+            self._clock[c.id] = end
 
     def protect(self, updates: Sequence[Update], *, base: Weights) -> list[Update]:
         """What each device sends instead of its update under ``privacy.dp`` (client-side
@@ -483,4 +507,5 @@ class Round:
             participants=len(self.participants),
             dropped=dict(self.dropped),
             train_loss=train_loss,
+            notes=dict(self.notes),
         )

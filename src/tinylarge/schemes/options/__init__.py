@@ -44,7 +44,8 @@ def scheme_options(cfg: ExperimentConfig, *, source: str = "config") -> SchemeOp
     return options
 
 
-#: Schemes whose averaging runs DP-FedAvg (``privacy.dp``) and Poisson client sampling.
+#: Schemes whose averaging runs DP-FedAvg (``privacy.dp``), secure aggregation
+#: (``privacy.secagg``) and Poisson client sampling.
 PRIVATE_AVERAGING = ("fedavg", "fedprox", "fedadam", "fedyogi")
 
 
@@ -58,6 +59,11 @@ def _privacy_problems(cfg: ExperimentConfig) -> list[str]:
         problems.append(
             f"privacy.dp: scheme {cfg.scheme.name!r} does not average model updates through "
             f"DP-FedAvg; schemes that do: {known}"
+        )
+    if cfg.privacy.secagg is not None:
+        problems.append(
+            f"privacy.secagg: scheme {cfg.scheme.name!r} does not average model updates "
+            f"through secure aggregation; schemes that do: {known}"
         )
     if cfg.training.sampling != "fixed":
         problems.append(

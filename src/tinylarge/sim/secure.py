@@ -1,0 +1,159 @@
+"""Secure aggregation on the round clock: SecAgg+ stage by stage, every message a transfer.
+
+:meth:`tinylarge.sim.rounds.Round.secure_aggregate` runs the protocol of
+:mod:`tinylarge.security.secagg` between the round's clients and the server with
+their real payloads: each stage's server-to-client messages are downloads on the
+client's link, its handler's cryptography is device compute (cycles from
+:mod:`tinylarge.hardware.crypto` at the device's core class), its reply is an upload.
+The server answers a stage once every reply is in (a barrier); a reply lost to an
+outage or arriving after ``engine.deadline_s`` makes the client silent from that
+stage on, which is exactly the dropout the protocol is built to survive. The
+server's unmasking (Shamir reconstruction, regenerating masks) is server compute
+after the device phase.
+
+What the clients mask is their model update (trained weights minus the global
+weights, floating tensors only), weighted by sample count as FedAvg does (Flower's
+``max_weight`` caps a weight); the server learns the weighted mean and nothing
+else, and adds it to the global weights. If too few clients remain for the
+``reconstruction_threshold`` the round aborts: nothing is aggregated, what was sent
+is billed, the reason is reported, and the run goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tinylarge.hardware.cost import Cycles
+from tinylarge.hardware.crypto import crypto_clock_hz, crypto_cycles
+from tinylarge.models.weights import Weights
+from tinylarge.sim.aggregation import Update
+
+if TYPE_CHECKING:
+    from tinylarge.config import SecAggConfig
+    from tinylarge.hardware.catalogue import DeviceProfile
+    from tinylarge.sim.rounds import Round
+
+#: The round's protocol seed stream (graph, keys, masks, rounding).
+_SECAGG_STREAM = 43
+
+
+def round_params(cfg: SecAggConfig, clients: int) -> Any:
+    """The protocol settings for a round of ``clients``: ``num_shares`` capped at the client
+    count (the complete graph) and made odd below it (SecAgg+'s ring needs an odd size)."""
+    from tinylarge.security.secagg import SecAggParams
+
+    k = min(cfg.num_shares, clients)
+    if k < clients and k % 2 == 0:
+        k -= 1
+    return SecAggParams(
+        num_shares=k,
+        reconstruction_threshold=cfg.reconstruction_threshold,
+        clipping_range=cfg.clipping_range,
+        quantization_range=cfg.quantization_range,
+        modulus_range=cfg.modulus_range,
+        max_weight=cfg.max_weight,
+    )
+
+
+def _cycles(device: DeviceProfile, before: Mapping[str, int], after: Mapping[str, int],
+            *, threshold: int, mask_elements: int) -> float:  # fmt: skip
+    d = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    return crypto_cycles(
+        device,
+        x25519=d.get("x25519_keygen", 0) + d.get("x25519_agree", 0),
+        hkdf=d.get("hkdf", 0),
+        aead_bytes=d.get("aead_bytes", 0),
+        prg_bytes=d.get("prg_bytes", 0),
+        shares_made=d.get("shamir_shares_made", 0),
+        threshold=threshold,
+        reconstructions=d.get("shamir_reconstructions", 0),
+        reconstruction_shares=threshold,
+        mask_elements=mask_elements,
+    )
+
+
+def secure_aggregate(
+    rd: Round, updates: Sequence[Update], *, base: Weights, cfg: SecAggConfig
+) -> tuple[Weights, dict[str, Any]]:
+    """The new global weights from the clients' ``updates`` through SecAgg+, and what the
+    round reports (``secagg_survivors``, or ``secagg_aborted`` with the reason)."""
+    from tinylarge.security.secagg import Client, SecAggAbort, Server
+
+    floating = [i for i, b in enumerate(base) if np.issubdtype(b.dtype, np.floating)]
+    by_id = {c.id: c for c in rd.participants}
+    ids = sorted(u.client for u in updates if u.client not in rd.dropped)
+    if len(ids) < cfg.reconstruction_threshold:
+        t = cfg.reconstruction_threshold
+        reason = f"secure aggregation not started: {len(ids)} clients left, threshold {t}"
+        return base, {"secagg_survivors": 0, "secagg_aborted": reason}
+    vectors = {
+        u.client: np.concatenate(
+            [np.ravel(np.asarray(u.tensors[i], np.float64) - base[i]) for i in floating]
+        )
+        for u in updates
+        if u.client in ids
+    }
+    weights = {u.client: float(u.num_samples) for u in updates if u.client in ids}
+    params = round_params(cfg, len(ids))
+    seed = int(
+        np.random.SeedSequence([rd.ctx.seed, rd.rnd + 1, _SECAGG_STREAM]).generate_state(1)[0]
+    )
+    clients = {cid: Client(cid, vectors[cid], weight=weights[cid], seed=seed) for cid in ids}
+    server = Server(params, ids, vector_len=len(vectors[ids[0]]), weighted=True, seed=seed)
+    masks_per_client = params.num_shares  # self mask + one pairwise mask per other neighbour
+    steps: list[tuple[str, Callable[[Any, bytes], bytes], str]] = [
+        ("secagg-setup", Client.on_setup, "secagg-keys"),
+        ("secagg-neighbour-keys", Client.on_neighbour_keys, "secagg-shares"),
+        ("secagg-shares", Client.on_forwarded_shares, "secagg-masked-input"),
+        ("secagg-unmask-request", Client.on_unmask_request, "secagg-unmask-shares"),
+    ]
+    replies = [server.on_public_keys, server.on_encrypted_shares, server.on_masked_inputs]
+    silent: set[int] = set()
+    try:
+        downlinks = server.setup()
+        for stage, (down, handle, up) in enumerate(steps, start=1):
+            live = [by_id[cid] for cid in sorted(downlinks) if cid not in silent]
+            reached = rd.download({c.id: [(down, len(downlinks[c.id]))] for c in live}, live)
+            uploads: dict[int, bytes] = {}
+            for c in reached:
+                before = dict(clients[c.id].ops)
+                payload = handle(clients[c.id], downlinks[c.id])
+                elements = server.elements * masks_per_client if stage == 3 else 0
+                cycles = _cycles(c.profile, before, clients[c.id].ops,
+                                 threshold=params.reconstruction_threshold,
+                                 mask_elements=elements)  # fmt: skip
+                if cycles > 0:
+                    rd.compute(c, Cycles(cycles, crypto_clock_hz(c.profile)), what=f"{up}-crypto")
+                if payload:
+                    uploads[c.id] = payload
+            arrived = {c.id for c in rd.upload({cid: [(up, len(p))] for cid, p in uploads.items()},
+                                               [by_id[cid] for cid in uploads])}  # fmt: skip
+            silent |= {c.id for c in live} - arrived
+            uploads = {cid: p for cid, p in uploads.items() if cid in arrived}
+            rd.barrier([by_id[cid] for cid in arrived])
+            if stage < 4:
+                downlinks = replies[stage - 1](uploads)
+        before = dict(server.ops)
+        quantized = server.on_unmask_shares(uploads)
+    except SecAggAbort as abort:
+        return base, {"secagg_survivors": 0, "secagg_aborted": abort.reason}
+    cycles = _cycles(rd.ctx.server, before, server.ops,
+                     threshold=params.reconstruction_threshold,
+                     mask_elements=server.elements * (len(ids) + 1))  # fmt: skip
+    rd.server(Cycles(cycles, crypto_clock_hz(rd.ctx.server)), what="secagg-unmask")
+    from tinylarge.security.secagg import dequantize
+
+    ratio = float(quantized[-1]) / (params.quantization_range - 1)
+    mean = dequantize(quantized[:-1], params, count=len(server.survivors)) / ratio
+    out = list(base)
+    at = 0
+    for i in floating:
+        n = int(base[i].size)
+        out[i] = (base[i].astype(np.float64) + mean[at : at + n].reshape(base[i].shape)).astype(
+            base[i].dtype
+        )
+        at += n
+    return out, {"secagg_survivors": len(server.survivors)}
