@@ -4,13 +4,17 @@ resumable, refused where it cannot be honoured."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from tests.conftest import kill_in_round, reproducible, small_task
 
+from tinylarge.cli.app import main
 from tinylarge.config import ConfigError, parse_config
+from tinylarge.results.report import build_report
 from tinylarge.schemes.fedavg import FedAvg
 from tinylarge.schemes.options import scheme_options
 from tinylarge.security.accounting import DpSpec, epsilon
@@ -133,3 +137,18 @@ def test_schemes_that_do_not_average_privately_refuse_it() -> None:
 def test_delta_must_be_below_one_over_n() -> None:
     with pytest.raises(ConfigError, match=r"delta 0.5 must be below 1/n"):
         parse_config(dp_task({"noise_multiplier": 1.0, "delta": 0.5}))
+
+
+def test_the_guarantee_is_shown_after_the_run_and_in_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "dp.yaml"
+    cfg.write_text(yaml.safe_dump(dp_task({"noise_multiplier": 1.0}, training={"rounds": 2})))
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert f"({summary['epsilon']:.3g}, 0.001)-DP" in printed
+    html = build_report(out).read_text()
+    assert "Privacy spent (epsilon) per round" in html
+    assert "noise multiplier" in html

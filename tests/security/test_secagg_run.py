@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import small_task
 
 from tinylarge.config import ConfigError, parse_config
+from tinylarge.results.report import build_report
 from tinylarge.schemes.options import scheme_options
 from tinylarge.sim.engine import run_experiment
 from tinylarge.sim.ledger import Event, Ledger
@@ -116,6 +117,8 @@ def test_too_few_clients_abort_the_round_and_the_run_goes_on(tmp_path: Path) -> 
     assert all(r["secagg_survivors"] == "0" for r in rows)
     assert summary["rounds"] == 2  # the run went on
     assert summary["accuracy"] < 0.3  # nothing was ever aggregated: the initial model
+    html = build_report(tmp_path / "a").read_text()
+    assert "secure aggregation: rounds aborted</td><td>2" in html
 
 
 @pytest.mark.parametrize(

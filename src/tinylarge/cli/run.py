@@ -95,6 +95,13 @@ def print_summary(s: dict[str, Any], out: Path) -> None:
         ],
         ["wall time", f"{s['wall_time_s']:.1f} s"],
     ]
+    if "delta" in s:  # differential privacy: the guarantee the accountant gives
+        eps = s.get("epsilon")
+        guarantee = "unbounded (no noise)" if eps is None else f"({eps:.3g}, {s['delta']:g})-DP"
+        rows.append(
+            ["privacy", f"{guarantee}, noise multiplier {s['noise_multiplier']:.4g}, "
+             f"{s['accountant']} accountant"]
+        )  # fmt: skip
     for pid, info in s["excluded"].items():
         rows.append([f"excluded {pid} x{info['count']}", info["reason"]])
     print_table(["", ""], rows, title=f"run {out}")

@@ -98,6 +98,16 @@ def build_report(run_dir: str | Path) -> Path:
 
         plots.append(("Accuracy against simulated time", _figure_png(acc_vs_clock)))
 
+    private = [r for r in rows if r.get("epsilon") is not None]
+    if private:
+
+        def epsilon(ax: Any) -> None:
+            ax.plot([r["round"] + 1 for r in private], [r["epsilon"] for r in private], "o-")
+            ax.set_xlabel("round")
+            ax.set_ylabel(f"epsilon at delta {s.get('delta'):g}")
+
+        plots.append(("Privacy spent (epsilon) per round", _figure_png(epsilon)))
+
     def latency(ax: Any) -> None:
         ax.bar([r["round"] + 1 for r in rows], [r["latency_s"] for r in rows])
         ax.set_xlabel("round")
@@ -136,6 +146,16 @@ def build_report(run_dir: str | Path) -> Path:
         ["wall time (s)", s.get("wall_time_s")],
         ["ledger events", len(ledger)],
     ]
+    if "delta" in s:
+        headline += [
+            ["epsilon (unbounded if empty)", s.get("epsilon")],
+            ["delta", s.get("delta")],
+            ["noise multiplier", s.get("noise_multiplier")],
+            ["accountant", s.get("accountant")],
+        ]
+    aborted = [r for r in rows if r.get("secagg_aborted")]
+    if any(r.get("secagg_survivors") is not None for r in rows):
+        headline.append(["secure aggregation: rounds aborted", len(aborted)])
     fits = [[pid, ok] for pid, ok in s.get("fits", {}).items()]
     excluded = [[pid, v["count"], v["reason"]] for pid, v in s.get("excluded", {}).items()]
     profile_rows = [
