@@ -291,6 +291,37 @@ class DpConfig(_Frozen):
         return self
 
 
+class DpSgdConfig(_Frozen):
+    """Sample-level DP-SGD in the devices' local training (Abadi et al. 2016,
+    https://arxiv.org/abs/1607.00133), with Opacus: each step's batch is a Poisson sample of
+    the device's records at rate ``training.batch_size / N``, each record's gradient is
+    clipped to ``max_grad_norm`` and Gaussian noise of ``noise_multiplier * max_grad_norm``
+    is added to their sum. Field names are Opacus's. Give ``noise_multiplier`` or
+    ``target_epsilon`` (then the noise multiplier is solved for before the run, for a device
+    taking part in every round); see docs/config.md."""
+
+    noise_multiplier: Annotated[float, Field(ge=0, le=1e4)] | None = None
+    target_epsilon: Annotated[float, Field(gt=0, le=1e4)] | None = None
+    #: The L2 bound each record's gradient is clipped to.
+    max_grad_norm: Annotated[float, Field(gt=0, le=1e6)]
+    #: Below 1/N for the N training records of the devices that train (checked at set-up).
+    delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
+    accountant: Literal["rdp", "pld"] = "rdp"
+    #: Poisson sampling of every batch, what the accountants assume (``false`` is refused).
+    poisson_sampling: bool = True
+
+    @model_validator(mode="after")
+    def _accountable(self) -> DpSgdConfig:
+        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError("give exactly one of noise_multiplier and target_epsilon")
+        if not self.poisson_sampling:
+            raise ValueError(
+                "poisson_sampling: false (shuffled fixed-size batches) is not what the "
+                "accountants analyse, so no epsilon could be reported; keep it true"
+            )
+        return self
+
+
 class SecAggConfig(_Frozen):
     """Secure aggregation, SecAgg+ (Bell et al. 2020) on Bonawitz et al. 2017: the server
     learns only the sum of the round's updates. Names and defaults after Flower's
@@ -329,10 +360,16 @@ class PrivacyConfig(_Frozen):
     """Privacy around training and aggregation (docs/privacy.md)."""
 
     dp: DpConfig | None = None
+    dpsgd: DpSgdConfig | None = None
     secagg: SecAggConfig | None = None
 
     @model_validator(mode="after")
     def _composable(self) -> PrivacyConfig:
+        if self.dp is not None and self.dpsgd is not None:
+            raise ValueError(
+                "dpsgd with dp: one run reports one (epsilon, delta), per record for dpsgd, "
+                "per device for dp; use one of them"
+            )
         if self.dp is not None and self.secagg is not None:
             raise ValueError(
                 "dp with secagg (distributed DP, each client noising its own update) is not "

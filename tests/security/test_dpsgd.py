@@ -28,6 +28,8 @@ from tinylarge.security.dpsgd import (
     dpsgd_memory,
     make_private,
     per_sample_grad_bytes,
+    poisson_sample_rate,
+    steps_per_epoch,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing")
@@ -206,6 +208,52 @@ def test_poisson_sampling_draws_from_the_seed_and_indices_match_the_loader() -> 
     # mean of 40 binomial(2000, 0.025) draws: within 4 standard errors of q N
     assert sizes.mean() == pytest.approx(batch, abs=4 * math.sqrt(batch * (1 - batch / n) / 40))
     assert [b.tolist() for b in private(4).batch_indices()] != [b.tolist() for b in from_indices]
+
+
+@pytest.mark.parametrize(("n", "batch", "steps"), [(1000, 32, 31), (9, 3, 3), (40, 64, 1)])
+def test_an_explicit_rate_samples_at_it_for_floor_one_over_q_steps(
+    n: int, batch: int, steps: int
+) -> None:
+    """``sample_rate = B / N`` (what a device's local training asks for): an epoch is
+    ``floor(N / B)`` steps (at least 1), each example in a batch with probability ``q``."""
+    q = poisson_sample_rate(n, batch)
+    assert q == min(1.0, batch / n)
+    assert steps_per_epoch(q) == steps
+    model = mlp()
+    p = make_private(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        TensorDataset(torch.arange(n)),
+        DpSgdSpec(1.0, 1.0),
+        seed=2,
+        batch_size=batch,
+        sample_rate=q,
+    )
+    assert (p.sample_rate, p.expected_batch_size, len(p.data_loader)) == (q, min(batch, n), steps)
+    epochs = 200 // steps
+    drawn = [b for _ in range(epochs) for b in p.batch_indices()]
+    assert len(drawn) == epochs * steps
+    # each example joins each batch independently: its count over the batches is
+    # binomial(batches, q); the mean count within 4 standard errors of batches * q
+    counts = np.bincount(torch.cat(drawn).numpy(), minlength=n)
+    trials = len(drawn)
+    assert counts.mean() == pytest.approx(trials * q, abs=4 * math.sqrt(trials * q * (1 - q) / n))
+    if q == 1:
+        assert all(len(b) == n for b in drawn)
+
+
+def test_an_explicit_rate_is_poisson_only() -> None:
+    model = mlp()
+    with pytest.raises(TinylargeError, match="sample_rate is Poisson sampling's"):
+        make_private(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            TensorDataset(*toy_data(8)),
+            DpSgdSpec(1.0, 1.0, poisson_sampling=False),
+            seed=0,
+            batch_size=4,
+            sample_rate=0.5,
+        )
 
 
 def test_learns_digits_with_moderate_noise() -> None:

@@ -18,11 +18,13 @@ Training: the device must be able to train (``can_train``) and the training
 memory (weights, gradients, optimizer state, saved activations; see
 :attr:`~tinylarge.models.profile.ModelProfile.train_memory_bytes`) must fit
 the total SRAM; the model must still fit flash. Training buffers are separate
-allocations, so they may spread over several banks.
+allocations, so they may spread over several banks. A training method that needs more
+(DP-SGD's per-sample gradients) names its buffers, and they are counted with the rest.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tinylarge.hardware.catalogue import DeviceProfile
@@ -68,8 +70,17 @@ def format_bytes(n: int) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def check_fit(profile: ModelProfile, device: DeviceProfile, *, training: bool = False) -> FitReport:
+def check_fit(
+    profile: ModelProfile,
+    device: DeviceProfile,
+    *,
+    training: bool = False,
+    train_extra: Sequence[tuple[str, int]] = (),
+) -> FitReport:
     """Check ``profile`` against ``device`` for inference or on-device training.
+
+    ``train_extra``: training buffers beyond plain training's, each ``(what, bytes)``; they
+    are added to the training memory and named in the reason.
 
     >>> from tinylarge.hardware.catalogue import get_device
     >>> from tinylarge.models.profile import ModelProfile
@@ -87,13 +98,15 @@ def check_fit(profile: ModelProfile, device: DeviceProfile, *, training: bool = 
         needed = profile.train_memory_bytes
         if not device.can_train:
             reasons.append(f"device {device.id} cannot train on-device")
+        extra = sum(n for _, n in train_extra)
         if needed is None:
             reasons.append("training memory of the model is unknown")
-        elif needed > capacity:
+        elif needed + extra > capacity:
+            parts = "".join(f" + {what} {format_bytes(n)}" for what, n in train_extra)
             reasons.append(
-                f"training memory {format_bytes(needed)} > SRAM {format_bytes(capacity)}"
+                f"training memory {format_bytes(needed)}{parts} > SRAM {format_bytes(capacity)}"
             )
-        sram_needed = needed or 0
+        sram_needed = (needed or 0) + extra
     else:
         capacity = device.sram_contiguous_bytes
         sram_needed = profile.peak_sram_bytes

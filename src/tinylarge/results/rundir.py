@@ -45,7 +45,8 @@ METRIC_FIELDS = (
     "bytes_up",
     "bytes_down",
     "device_energy_j",
-    # privacy.dp: epsilon so far, the norm this round clipped to, the share within it
+    # privacy.dp: epsilon so far, the norm this round clipped to, the share within it;
+    # privacy.dpsgd: epsilon so far (the largest device's)
     "epsilon",
     "clipping_norm",
     "unclipped_fraction",

@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from tinylarge.hardware.cost import Train
 from tinylarge.models.weights import Weights, get_weights, nbytes
 from tinylarge.schemes.base import Scheme, register_scheme
 from tinylarge.schemes.options import NoOptions, SchemeOptions
@@ -41,6 +40,7 @@ class FedAvgFamily(Scheme[OptionsT]):
             hint="choose a smaller model or a scheme for constrained devices (sl, fsl)",
         )
         ctx.average_privately(self.pool)
+        ctx.train_privately(self.pool)
         torch.manual_seed(ctx.seed)
         self.weights: Weights = get_weights(ctx.spec.build())
 
@@ -67,13 +67,15 @@ class FedAvgFamily(Scheme[OptionsT]):
                 settings=ctx.settings,
                 trainer=self.trainer,
                 trainer_options=self.trainer_options(),
+                dpsgd=None if ctx.dpsgd is None else ctx.dpsgd.spec,
             )
             for c in active
         ]
         results = {r.client: r for r in fit_many(ctx.backend, tasks)}
         for c in active:
-            samples = results[c.id].num_samples * ctx.settings.epochs
-            rd.compute(c, Train(ctx.model_profile, samples), what="local-train")
+            r = results[c.id]
+            rd.compute(c, ctx.local_training(r.examples, steps=r.steps), what="local-train")
+        ctx.spend_privacy({c.id: results[c.id].steps for c in active})
         sent = rd.protect(
             [Update.full(c.id, results[c.id].weights, results[c.id].num_samples) for c in active],
             base=self.weights,

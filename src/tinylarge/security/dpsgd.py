@@ -142,7 +142,7 @@ class PrivateTraining:
             divides by ``expected_batch_size``, then steps the caller's optimizer.
         data_loader: Poisson sampling (Opacus's ``DPDataLoader``), or the fixed-size batches.
         sample_rate: ``q``, the probability an example is in a batch (``1 / len(loader)``, as
-            Opacus sets it): what the accountant needs, with :attr:`steps`.
+            Opacus sets it, or the one given): what the accountant needs, with :attr:`steps`.
         expected_batch_size: ``q * N`` rounded down (Opacus's rule), the divisor of the sum.
         spec: the hyper-parameters.
         steps: optimizer steps taken so far (steps Opacus skipped are not counted).
@@ -187,6 +187,7 @@ def make_private(
     *,
     seed: int,
     batch_size: int | None = None,
+    sample_rate: float | None = None,
 ) -> PrivateTraining:
     """Attach DP-SGD to ``model``, ``optimizer`` and ``data`` (Opacus's ``make_private``).
 
@@ -200,6 +201,9 @@ def make_private(
         spec: noise multiplier, clipping norm and sampling.
         seed: seeds the noise and the sampling (``secure_mode=False``).
         batch_size: the (expected) batch size, with a dataset only.
+        sample_rate: Poisson sampling only: ``q`` itself (``batch_size / N`` for an expected
+            batch of ``batch_size``) instead of Opacus's ``1 / len(loader)``; an epoch is then
+            :func:`steps_per_epoch` ``(q)`` steps.
 
     Raises:
         TinylargeError: an unsupported layer, a missing extra, a bad batch size, or an
@@ -222,13 +226,27 @@ def make_private(
     n = len(loader.dataset) if isinstance(loader.dataset, Sized) else 0
     if n == 0 or len(loader) == 0:
         raise TinylargeError("DP-SGD needs a non-empty dataset of known length")
-    if spec.poisson_sampling:
+    if sample_rate is not None and not spec.poisson_sampling:
+        raise TinylargeError("sample_rate is Poisson sampling's; fixed-size batches have none")
+    if sample_rate is not None:
+        _check_rate(sample_rate)
+        poisson = _opacus("data_loader").DPDataLoader(
+            loader.dataset, sample_rate=sample_rate, generator=sampling_gen
+        )
+        # Opacus draws int(1 / q) batches an epoch; set the count so that rounding of 1 / q
+        # cannot drop one (1 / (3 / 9) is 3.0000000000000004, another ratio may fall below)
+        poisson.batch_sampler.steps = steps_per_epoch(sample_rate)
+        poisson.generator = loader_gen
+        loader = poisson
+    elif spec.poisson_sampling:
         loader = _opacus("data_loader").DPDataLoader.from_data_loader(
             loader, generator=sampling_gen
         )
         loader.generator = loader_gen
-    sample_rate = 1.0 / len(loader)
-    expected = max(1, int(n * sample_rate))
+    if sample_rate is None:
+        sample_rate = 1.0 / len(loader)
+    # Opacus's rule, int(q N), less the float error that would take q N = 32 to 31
+    expected = max(1, int(n * sample_rate + 1e-9))
     hooks = _opacus("grad_sample").GradSampleHooks(
         model, batch_first=True, loss_reduction="mean", strict=True
     )
@@ -252,6 +270,40 @@ def make_private(
 
     dp_optimizer.attach_step_hook(count)
     return private
+
+
+def _check_rate(sample_rate: float) -> None:
+    if not (math.isfinite(sample_rate) and 0 < sample_rate <= 1):
+        raise TinylargeError(f"sample_rate must be in (0, 1], got {sample_rate}")
+
+
+def poisson_sample_rate(num_examples: int, batch_size: int) -> float:
+    """``q = batch_size / num_examples`` (at most 1): Poisson sampling with an expected batch
+    of ``batch_size`` examples out of ``num_examples``.
+
+    >>> poisson_sample_rate(1000, 32), poisson_sample_rate(20, 32)
+    (0.032, 1.0)
+    """
+    if num_examples < 1 or batch_size < 1:
+        raise TinylargeError(
+            f"Poisson sampling needs num_examples >= 1 and batch_size >= 1, got "
+            f"{num_examples} and {batch_size}"
+        )
+    return min(1.0, batch_size / num_examples)
+
+
+def steps_per_epoch(sample_rate: float) -> int:
+    """Steps of one epoch of Poisson sampling at ``sample_rate``: ``floor(1 / q)``, at least 1
+    (Opacus's ``UniformWithReplacementSampler``; Abadi et al.'s ``N / L`` steps an epoch). A
+    ratio within 1e-9 of an integer is that integer.
+
+    >>> steps_per_epoch(0.032), steps_per_epoch(3 / 9), steps_per_epoch(1.0)
+    (31, 3, 1)
+    """
+    _check_rate(sample_rate)
+    ratio = 1.0 / sample_rate
+    nearest = round(ratio)
+    return max(1, nearest if abs(ratio - nearest) <= 1e-9 * ratio else math.floor(ratio))
 
 
 # -- memory --------------------------------------------------------------------------------------

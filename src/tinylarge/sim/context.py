@@ -36,7 +36,7 @@ from tinylarge.data.partition import partition
 from tinylarge.data.task import load_task_data
 from tinylarge.errors import TinylargeError
 from tinylarge.hardware.catalogue import DeviceProfile, get_device
-from tinylarge.hardware.cost import ComputeCost, Work, total_cost
+from tinylarge.hardware.cost import ComputeCost, Train, Work, total_cost
 from tinylarge.hardware.fit import FitReport, check_fit
 from tinylarge.inference.paths import LEGS
 from tinylarge.models.profile import ModelProfile
@@ -51,6 +51,7 @@ from tinylarge.sim.training import TrainSettings, evaluate
 
 if TYPE_CHECKING:
     from tinylarge.security.dp import PrivateAveraging
+    from tinylarge.security.dpsgd_fleet import FleetDpSgd
 
 Direction = Literal["up", "down"]
 #: Node names of the server side.
@@ -115,6 +116,9 @@ class Context:
         self.run_dir: Path | None = None
         #: DP-FedAvg of this run (``privacy.dp``), set up by :meth:`average_privately`.
         self.privacy: PrivateAveraging | None = None
+        #: DP-SGD on the devices (``privacy.dpsgd``), set up by :meth:`train_privately`.
+        self.dpsgd: FleetDpSgd | None = None
+        self._dpsgd_bytes: dict[tuple[Any, ...], int] = {}
 
     # -- set-up ------------------------------------------------------------------------------
     def _make_clients(self) -> list[Client]:
@@ -158,8 +162,29 @@ class Context:
         return self._profiles[key]
 
     def training_fit(self, spec: ModelSpec, device: DeviceProfile) -> FitReport:
-        """Whether ``device`` can train ``spec`` at the run's batch size and optimizer."""
-        return check_fit(self.profile(spec), device, training=True)
+        """Whether ``device`` can train ``spec`` at the run's batch size and optimizer; under
+        ``privacy.dpsgd``, with DP-SGD's per-sample gradients (:meth:`dpsgd_memory_bytes`)."""
+        extra: tuple[tuple[str, int], ...] = ()
+        if self.config.privacy.dpsgd is not None:
+            extra = (("DP-SGD's per-sample gradients", self.dpsgd_memory_bytes(spec)),)
+        return check_fit(self.profile(spec), device, training=True, train_extra=extra)
+
+    def dpsgd_memory_bytes(self, spec: ModelSpec) -> int:
+        """Bytes DP-SGD adds to training ``spec`` at the run's batch size: per-sample
+        gradients, clipping norms, the clipped sum and the largest workspace
+        (:func:`tinylarge.security.dpsgd.dpsgd_memory`). A Poisson batch larger than
+        ``training.batch_size`` is taken as processed in chunks of that size, whose clipped
+        sums add up to the same gradient (Opacus's ``BatchMemoryManager``). Refuses, in one
+        line, a model Opacus cannot train (BatchNorm)."""
+        key = (spec.name, spec.input_shape, spec.num_classes, repr(sorted(spec.options.items())))
+        if key not in self._dpsgd_bytes:
+            from tinylarge.security.dpsgd import check_supported, dpsgd_memory
+
+            model = spec.build()
+            check_supported(model)
+            memory = dpsgd_memory(model, self.settings.batch_size, input_shape=spec.input_shape)
+            self._dpsgd_bytes[key] = memory.total_bytes
+        return self._dpsgd_bytes[key]
 
     # -- who takes part ----------------------------------------------------------------------
     def admit(
@@ -216,6 +241,51 @@ class Context:
             fraction=t.fraction,
             rounds=t.rounds,
         )
+
+    def train_privately(self, pool: Sequence[Client]) -> None:
+        """Set up ``privacy.dpsgd`` for a scheme whose devices in ``pool`` train through
+        :func:`~tinylarge.sim.training.fit`: the noise multiplier (solved for a target
+        epsilon), each device's Poisson rate and account. Then
+        :attr:`dpsgd` holds the spec the scheme's fit tasks carry, :meth:`local_training`
+        prices DP-SGD, :meth:`spend_privacy` composes the steps and the engine reports
+        epsilon. Refuses a delta of 1/N or more for the pool's N records, and a model Opacus
+        cannot train. A no-op without ``privacy.dpsgd``."""
+        cfg = self.config.privacy.dpsgd
+        if cfg is None:
+            return
+        from tinylarge.security.dpsgd_fleet import fleet_dpsgd
+
+        self.dpsgd_memory_bytes(self.spec)  # refuses an unsupported layer
+        t = self.config.training
+        self.dpsgd = fleet_dpsgd(
+            cfg,
+            records={c.id: len(c.indices) for c in pool},
+            batch_size=t.batch_size,
+            epochs=t.local_epochs,
+            rounds=t.rounds,
+        )
+
+    def local_training(self, examples: int, *, steps: int) -> Train:
+        """A device's local training of the run's model, ``examples`` examples (with repeats)
+        in ``steps`` optimizer steps, as work to price: backpropagation, or under
+        ``privacy.dpsgd`` DP-SGD, whose per-sample gradients and clipping (per example) and
+        noise (per step) raise the backward factor by their MACs
+        (:func:`tinylarge.security.dpsgd.dpsgd_extra_macs`) over the forward passes'."""
+        profile = self.model_profile
+        if self.dpsgd is None or examples == 0:
+            return Train(profile, examples)
+        from tinylarge.security.dpsgd import dpsgd_extra_macs
+
+        per_step = dpsgd_extra_macs(profile, batch_size=0)
+        per_example = dpsgd_extra_macs(profile, batch_size=1) - per_step
+        extra = per_example * examples + per_step * steps
+        return Train(profile, examples, backward_factor=2.0 + extra / (examples * profile.macs))
+
+    def spend_privacy(self, steps: Mapping[int, int]) -> None:
+        """Compose the DP-SGD steps each device took this round into its account
+        (``privacy.dpsgd``). A no-op without it."""
+        if self.dpsgd is not None:
+            self.dpsgd.spend(steps)
 
     # -- backend -----------------------------------------------------------------------------
     @property

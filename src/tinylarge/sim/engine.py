@@ -97,6 +97,8 @@ def summarize(
     }
     if ctx.privacy is not None:
         summary.update(ctx.privacy.summary(len(rows)))
+    if ctx.dpsgd is not None:
+        summary.update(ctx.dpsgd.summary())
     summary["per_profile"] = per_profile(ctx, ledger)
     summary.update(scheme.summary_extras())
     return summary
@@ -154,6 +156,8 @@ def run_experiment(
             scheme.load_state(ckpt["scheme"])
             if ctx.privacy is not None and "privacy" in ckpt:
                 ctx.privacy.dp.load_state(ckpt["privacy"])
+            if ctx.dpsgd is not None and "dpsgd" in ckpt:
+                ctx.dpsgd.load_state(ckpt["dpsgd"])
             first = ckpt["round"] + 1
             prior_wall = ckpt.get("wall_time_s", 0.0)
             rows, ledger = run.truncate_to(ckpt["round"])
@@ -197,6 +201,8 @@ def run_experiment(
                     row["epsilon"] = ctx.privacy.epsilon(rnd + 1)
                     row["clipping_norm"] = ctx.privacy.dp.last_clip
                     row["unclipped_fraction"] = ctx.privacy.dp.last_unclipped
+                if ctx.dpsgd is not None:
+                    row["epsilon"] = ctx.dpsgd.epsilon()
                 rows.append(row)
                 run.append_round(row, new_events, report.dropped)
                 run.save_checkpoint(
@@ -204,6 +210,7 @@ def run_experiment(
                         "round": rnd,
                         "scheme": scheme.state(),
                         **({"privacy": ctx.privacy.dp.state()} if ctx.privacy else {}),
+                        **({"dpsgd": ctx.dpsgd.state()} if ctx.dpsgd else {}),
                         "wall_time_s": prior_wall + time.perf_counter() - started,
                     }
                 )

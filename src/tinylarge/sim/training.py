@@ -20,9 +20,10 @@ gives the same weights for the same task.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -31,6 +32,9 @@ from torch import nn
 from tinylarge.models.weights import Weights, get_weights, set_weights
 from tinylarge.models.zoo import ModelSpec
 from tinylarge.registry import Registry
+
+if TYPE_CHECKING:
+    from tinylarge.security.dpsgd import DpSgdSpec, PrivateTraining
 
 OptimizerName = Literal["sgd", "momentum", "adam"]
 Schedule = Literal["constant", "cosine"]
@@ -100,23 +104,42 @@ def seeded(seed: int, *, threads: int = 1) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def batches(
-    n: int, *, batch_size: int, epochs: int, gen: torch.Generator
-) -> Iterator[torch.Tensor]:
-    """Shuffled mini-batch index tensors over ``n`` samples, ``epochs`` times."""
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=gen)
-        for i in range(0, n, batch_size):
-            yield order[i : i + batch_size]
+class EpochBatches(Protocol):
+    """Where a loop's mini-batches come from: each iteration is one fresh epoch of index
+    tensors, and ``len`` is its number of steps (the same every epoch)."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[torch.Tensor]: ...
+
+
+@dataclass(frozen=True)
+class Shuffled:
+    """Shuffled mini-batches of ``batch_size`` over ``n`` samples (the last one smaller): a new
+    permutation from ``gen`` every epoch."""
+
+    n: int
+    batch_size: int
+    gen: torch.Generator
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size) if self.n else 0
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        order = torch.randperm(self.n, generator=self.gen)
+        for i in range(0, self.n, self.batch_size):
+            yield order[i : i + self.batch_size]
 
 
 @dataclass(frozen=True)
 class TrainStats:
-    """What a call of :func:`run_steps` did: its steps, mean loss and last epoch's mean loss."""
+    """What a call of :func:`run_steps` did: its steps, the examples they took (with repeats),
+    the mean loss and the last epoch's mean loss (over steps with at least one example)."""
 
     steps: int
     loss: float
     last_epoch_loss: float
+    examples: int = 0
 
 
 #: The loss of one mini-batch of indices: a tensor to back-propagate, or that tensor and the
@@ -133,15 +156,21 @@ def run_steps(
     gen: torch.Generator,
     epochs: int | None = None,
     after_step: Callable[[], None] | None = None,
+    batches: EpochBatches | None = None,
 ) -> TrainStats:
     """The training loop: ``epochs`` (default ``settings.epochs``) shuffled passes over ``n``
     samples in mini-batches of ``settings.batch_size``; each step zeroes every optimizer's
     gradients, back-propagates ``loss_of(batch indices)``, steps every optimizer and calls
     ``after_step``. With the cosine schedule each parameter group's rate decays from its own
-    initial value to 0 over the call's steps."""
+    initial value to 0 over the call's steps.
+
+    ``batches`` replaces the shuffled passes (DP-SGD's Poisson-sampled batches, see
+    :func:`fit`). A batch may then be empty: it is still a step (DP-SGD's noise is added
+    whatever the batch), and its loss, the mean of nothing, is left out of the means."""
     opts = [optimizers] if isinstance(optimizers, torch.optim.Optimizer) else list(optimizers)
     passes = settings.epochs if epochs is None else epochs
-    per_epoch = math.ceil(n / settings.batch_size) if n else 0
+    epoch_batches = batches if batches is not None else Shuffled(n, settings.batch_size, gen)
+    per_epoch = len(epoch_batches)
     total_steps = passes * per_epoch
     cosine = settings.schedule == "cosine"
     # a group's schedule starts from its rate when first scheduled (``initial_lr``, as
@@ -152,10 +181,10 @@ def run_steps(
         else []
     )
     total = epoch_total = 0.0
-    steps = epoch_steps = 0
-    for idx in batches(n, batch_size=settings.batch_size, epochs=passes, gen=gen):
-        if epoch_steps == per_epoch:
-            epoch_total, epoch_steps = 0.0, 0
+    steps = examples = counted = epoch_counted = 0
+    for idx in (i for _ in range(passes) for i in epoch_batches):
+        if steps % per_epoch == 0:
+            epoch_total, epoch_counted = 0.0, 0
         if cosine:
             factor = 0.5 * (1.0 + math.cos(math.pi * steps / total_steps))
             for opt, lrs in zip(opts, base, strict=True):
@@ -170,12 +199,15 @@ def run_steps(
             opt.step()
         if after_step is not None:
             after_step()
-        value = float(report.detach())
-        total += value
-        epoch_total += value
         steps += 1
-        epoch_steps += 1
-    return TrainStats(steps, total / max(steps, 1), epoch_total / max(epoch_steps, 1))
+        examples += len(idx)
+        if len(idx):
+            value = float(report.detach())
+            total += value
+            epoch_total += value
+            counted += 1
+            epoch_counted += 1
+    return TrainStats(steps, total / max(counted, 1), epoch_total / max(epoch_counted, 1), examples)
 
 
 # -- losses ------------------------------------------------------------------------------------
@@ -364,16 +396,34 @@ class FitTask:
     settings: TrainSettings
     trainer: str = "erm"
     trainer_options: dict[str, float] = field(default_factory=dict)
+    #: Train with sample-level DP-SGD (``privacy.dpsgd``): see :func:`fit`.
+    dpsgd: DpSgdSpec | None = None
 
 
 @dataclass(frozen=True)
 class FitResult:
-    """What a client sends back: new weights, its sample count and mean training loss."""
+    """What a client sends back: new weights, its sample count and mean training loss; and
+    what its training did: optimizer steps, and examples processed (with repeats)."""
 
     client: int
     weights: Weights
     num_samples: int
     loss: float
+    steps: int = 0
+    examples: int = 0
+
+
+class _PoissonBatches:
+    """The epochs of a :class:`~tinylarge.security.dpsgd.PrivateTraining` as index batches."""
+
+    def __init__(self, private: PrivateTraining) -> None:
+        self._private = private
+
+    def __len__(self) -> int:
+        return len(self._private.data_loader)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return self._private.batch_indices()
 
 
 def fit(task: FitTask, x: np.ndarray, y: np.ndarray) -> FitResult:
@@ -381,6 +431,14 @@ def fit(task: FitTask, x: np.ndarray, y: np.ndarray) -> FitResult:
 
     Deterministic for a given task: one intra-op thread and a generator seeded
     from ``task.seed`` for shuffling.
+
+    With ``task.dpsgd`` the same loop runs DP-SGD (Abadi et al. 2016, with Opacus,
+    :func:`tinylarge.security.dpsgd.make_private`): each step's batch is a Poisson sample of
+    the client's ``N`` examples at rate ``q = batch_size / N``, an epoch is ``floor(1 / q)``
+    steps, each example's gradient is clipped to ``max_grad_norm`` and Gaussian noise is
+    added to their sum; the sampling and the noise are seeded from ``task.seed``, so every
+    backend gives the same weights. The trainer's loss must be a mean over the batch's
+    examples (``erm``'s is).
     """
     gen = seeded(task.seed)
     model = build(task.spec, task.weights)
@@ -388,11 +446,35 @@ def fit(task: FitTask, x: np.ndarray, y: np.ndarray) -> FitResult:
     start = [p.detach().clone() for p in model.parameters()]
     loss_fn = TRAINERS[task.trainer]
     xs, ys = tensor(x[task.indices]), tensor(y[task.indices])
-    stats = run_steps(
-        lambda idx: loss_fn(model, xs[idx], ys[idx], start, task.trainer_options),
-        make_optimizer(model, task.settings),
-        n=len(task.indices),
-        settings=task.settings,
-        gen=gen,
-    )
-    return FitResult(task.client, get_weights(model), len(task.indices), stats.loss)
+    n = len(task.indices)
+    optimizer = make_optimizer(model, task.settings)
+    private: PrivateTraining | None = None
+    if task.dpsgd is not None and n > 0:
+        from torch.utils.data import TensorDataset
+
+        from tinylarge.security.dpsgd import make_private, poisson_sample_rate
+
+        private = make_private(
+            model,
+            optimizer,
+            TensorDataset(xs, ys),
+            task.dpsgd,
+            seed=task.seed,
+            batch_size=task.settings.batch_size,
+            sample_rate=poisson_sample_rate(n, task.settings.batch_size),
+        )
+    with warnings.catch_warnings():
+        # Opacus's hooks on the first layer, whose input needs no gradient: torch warns that
+        # its full backward hook fires for the outputs only, which is all Opacus uses
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        stats = run_steps(
+            lambda idx: loss_fn(model, xs[idx], ys[idx], start, task.trainer_options),
+            optimizer if private is None else private.optimizer,
+            n=n,
+            settings=task.settings,
+            gen=gen,
+            batches=None if private is None else _PoissonBatches(private),
+        )
+    if private is not None:
+        private.close()
+    return FitResult(task.client, get_weights(model), n, stats.loss, stats.steps, stats.examples)

@@ -47,14 +47,30 @@ def scheme_options(cfg: ExperimentConfig, *, source: str = "config") -> SchemeOp
 #: Schemes whose averaging runs DP-FedAvg (``privacy.dp``), secure aggregation
 #: (``privacy.secagg``) and Poisson client sampling.
 PRIVATE_AVERAGING = ("fedavg", "fedprox", "fedadam", "fedyogi")
+#: Schemes whose devices train through the FedAvg family's local training with a mean
+#: per-example loss, where sample-level DP-SGD (``privacy.dpsgd``) runs.
+PRIVATE_TRAINING = ("fedavg", "fedadam", "fedyogi")
 
 
 def _privacy_problems(cfg: ExperimentConfig) -> list[str]:
-    """``privacy.dp`` and Poisson sampling, where the scheme does not average through them."""
-    if cfg.scheme.name in PRIVATE_AVERAGING:
-        return []
-    known = ", ".join(PRIVATE_AVERAGING)
+    """``privacy.dp``, ``privacy.dpsgd``, ``privacy.secagg`` and Poisson sampling, where the
+    scheme does not average or train through them."""
+    name = cfg.scheme.name
     problems = []
+    if cfg.privacy.dpsgd is not None and name not in PRIVATE_TRAINING:
+        why = (
+            "adds a proximal term to the local loss, which is not a per-example loss DP-SGD "
+            "can clip (Opacus would drop its gradient)"
+            if name == "fedprox"
+            else "does not train its devices through the FedAvg family's local training"
+        )
+        problems.append(
+            f"privacy.dpsgd: scheme {name!r} {why}; schemes that train with DP-SGD: "
+            f"{', '.join(PRIVATE_TRAINING)}"
+        )
+    if name in PRIVATE_AVERAGING:
+        return problems
+    known = ", ".join(PRIVATE_AVERAGING)
     if cfg.privacy.dp is not None:
         problems.append(
             f"privacy.dp: scheme {cfg.scheme.name!r} does not average model updates through "
@@ -76,6 +92,7 @@ def _privacy_problems(cfg: ExperimentConfig) -> list[str]:
 __all__ = [
     "OPTIONS",
     "PRIVATE_AVERAGING",
+    "PRIVATE_TRAINING",
     "NoOptions",
     "SchemeOptions",
     "register_options",
