@@ -16,11 +16,12 @@ test images. Pixels are scaled to [0, 1] and standardized with the training set'
 std (tinylarge's MNIST loader fits 0.1307 and 0.3081, the constants of Opacus's example).
 The no-DP row trains 20 epochs of shuffled batches of 240 at lr 0.1.
 
-Epsilon is ours from Google's dp-accounting for the steps actually taken (Poisson-sampled
-Gaussian, delta 1e-5), by RDP and by PLD. Both are below Opacus's published figures, which
-came from its older RDP-to-(epsilon, delta) conversion (``rdp - log(delta) / (alpha - 1)``,
-about 1.16 / 2.91 / 6.86 for these rows); dp-accounting's RDP conversion is tighter and PLD
-is tighter still. The same noise gives the same guarantee; it is only measured better.
+Epsilon is ours from :mod:`tinylarge.security.accounting` (Google's dp-accounting) for the
+steps actually taken (Poisson-sampled Gaussian, delta 1e-5), by RDP and by PLD. Both are
+below Opacus's published figures, which came from its older RDP-to-(epsilon, delta)
+conversion (``rdp - log(delta) / (alpha - 1)``, about 1.16 / 2.91 / 6.86 for these rows);
+dp-accounting's RDP conversion is tighter and PLD is tighter still. The same noise gives the
+same guarantee; it is only measured better.
 
     TINYLARGE_DATA=../shared/datasets .venv/bin/python bench/privacy.py --section dpsgd \\
         [--rows eps1.19,eps3.01,eps7.10,nodp] [--epochs-scale 1.0] [--quick] [--threads 1] \\
@@ -59,6 +60,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from tinylarge.data.images import load_mnist
 from tinylarge.errors import TinylargeError
+from tinylarge.security.accounting import DpSpec, epsilon
 from tinylarge.security.dpsgd import DpSgdSpec, make_private
 
 DELTA = 1e-5
@@ -128,24 +130,11 @@ def sample_conv_net() -> nn.Module:
 
 
 def epsilons(sigma: float, sample_rate: float, steps: int, delta: float) -> dict[str, float]:
-    """epsilon of ``steps`` Poisson-sampled Gaussian steps, by RDP and by PLD (dp-accounting)."""
-    try:
-        from dp_accounting import dp_event
-        from dp_accounting.pld import pld_privacy_accountant
-        from dp_accounting.rdp import rdp_privacy_accountant
-    except ImportError:
-        raise TinylargeError("accounting needs pip install 'tinylarge[privacy]'") from None
-    event = dp_event.SelfComposedDpEvent(
-        dp_event.PoissonSampledDpEvent(sample_rate, dp_event.GaussianDpEvent(sigma)), steps
-    )
-    out: dict[str, float] = {}
-    for name, accountant in (
-        ("rdp", rdp_privacy_accountant.RdpAccountant()),
-        ("pld", pld_privacy_accountant.PLDAccountant()),
-    ):
-        accountant.compose(event)
-        out[name] = float(accountant.get_epsilon(delta))
-    return out
+    """epsilon of ``steps`` Poisson-sampled Gaussian steps, by RDP and by PLD."""
+    return {
+        name: epsilon(DpSpec(sigma, sample_rate, steps, delta, accountant=name))
+        for name in ("rdp", "pld")
+    }
 
 
 @torch.no_grad()
