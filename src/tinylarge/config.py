@@ -370,10 +370,11 @@ class PrivacyConfig(_Frozen):
                 "dpsgd with dp: one run reports one (epsilon, delta), per record for dpsgd, "
                 "per device for dp; use one of them"
             )
-        if self.dp is not None and self.secagg is not None:
+        if self.dp is not None and self.secagg is not None and self.dp.clipping != "client-fixed":
             raise ValueError(
-                "dp with secagg (distributed DP, each client noising its own update) is not "
-                "supported yet; use one of them"
+                f"dp.clipping {self.dp.clipping} with secagg: the server sees only masked "
+                "updates and cannot clip them; use clipping: client-fixed (each device clips "
+                "and adds its share of the noise: distributed DP)"
             )
         return self
 

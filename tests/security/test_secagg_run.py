@@ -4,15 +4,18 @@ clients' links and devices, dropouts between stages survived, aborts reported an
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import small_task
+from tests.conftest import kill_in_round, reproducible, small_task
 
 from tinylarge.config import ConfigError, parse_config
 from tinylarge.results.report import build_report
+from tinylarge.schemes.fedavg import FedAvg
 from tinylarge.schemes.options import scheme_options
+from tinylarge.security.accounting import Accountant, DpSpec, epsilon
 from tinylarge.sim.engine import run_experiment
 from tinylarge.sim.ledger import Event, Ledger
 
@@ -141,3 +144,68 @@ def test_schemes_without_secure_averaging_refuse_it() -> None:
     cfg = parse_config(secagg_task(scheme={"name": "fedgkt"}))
     with pytest.raises(ConfigError, match=r"privacy\.secagg: scheme 'fedgkt'"):
         scheme_options(cfg)
+
+
+# -- distributed DP: each device clips and adds its share of the noise before masking --------
+def ddp_task(z: float, **sections: Any) -> dict[str, Any]:
+    """Distributed DP on the small task: client-side clipping, SecAgg on the complete graph."""
+    dp = {"clipping": "client-fixed", "noise_multiplier": z, "clipping_norm": 1.0, "delta": 1e-3}
+    secagg = {"num_shares": 5, "reconstruction_threshold": 2}
+    training = {"rounds": 2, **sections.pop("training", {})}
+    return small_task(privacy={"dp": dp, "secagg": secagg}, training=training, **sections)
+
+
+def test_without_noise_distributed_dp_equals_central_dp(tmp_path: Path) -> None:
+    """z = 0: the secure sum of clipped updates over the expected count is what the server
+    computes in the clear (up to SecAgg's quantization)."""
+    secure = run_experiment(parse_config(ddp_task(0.0)), out=tmp_path / "s", progress=False)
+    central = ddp_task(0.0)
+    del central["privacy"]["secagg"]
+    clear = run_experiment(parse_config(central), out=tmp_path / "c", progress=False)
+    assert secure["loss"] == pytest.approx(clear["loss"], abs=1e-3)
+    assert math.isinf(secure["epsilon"])  # unbounded: no noise
+
+
+def test_the_accountant_is_told_the_noise_that_arrived(tmp_path: Path) -> None:
+    full = run_experiment(parse_config(ddp_task(1.0)), out=tmp_path / "f", progress=False)
+    n = 4
+    assert full["epsilon"] == pytest.approx(
+        epsilon(DpSpec(1.0, sampling_rate=1.0, steps=2, delta=1e-3, sampling="fixed", population=n))
+    )
+    # the BLE boards drop after sharing keys: only 2 of 4 noise shares are in each sum
+    deadline = _deadline_between_stages(tmp_path)
+    cfg = parse_config(ddp_task(1.0, engine={"deadline_s": deadline}))
+    dropped = run_experiment(cfg, out=tmp_path / "d", progress=False)
+    acct = Accountant(delta=1e-3, sampling="fixed", population=n)
+    acct.step(math.sqrt(2 / 4), 1.0, count=2)
+    assert dropped["epsilon"] == pytest.approx(acct.epsilon())
+    assert dropped["epsilon"] > full["epsilon"]
+    # each device drew and added its noise: twice the element-wise work of clipping alone
+    clip_only = ddp_task(1.0)
+    del clip_only["privacy"]["secagg"]
+    run_experiment(parse_config(clip_only), out=tmp_path / "c", progress=False)
+
+    def clip_seconds(run: Path) -> float:
+        return sum(e.seconds for e in events(run) if e.what == "dp-clip")
+
+    assert clip_seconds(tmp_path / "f") == pytest.approx(2 * clip_seconds(tmp_path / "c"))
+
+
+def test_server_side_clipping_cannot_see_masked_updates() -> None:
+    cfg = ddp_task(1.0)
+    cfg["privacy"]["dp"]["clipping"] = "server-fixed"
+    with pytest.raises(ConfigError, match="cannot clip them; use clipping: client-fixed"):
+        parse_config(cfg)
+
+
+def test_a_resumed_run_keeps_the_noise_each_round_carried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deadline = _deadline_between_stages(tmp_path)
+    cfg = parse_config(ddp_task(1.0, engine={"deadline_s": deadline}, training={"rounds": 3}))
+    full = run_experiment(cfg, out=tmp_path / "full", progress=False)
+    kill_in_round(
+        monkeypatch, FedAvg, 2, lambda: run_experiment(cfg, out=tmp_path / "k", progress=False)
+    )
+    resumed = run_experiment(cfg, out=tmp_path / "k", resume=True, progress=False)
+    assert reproducible(resumed) == reproducible(full)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -106,6 +106,9 @@ class UserDp:
     target_clipped_quantile: float = 0.5
     clip_norm_lr: float = 0.2
     clipped_count_stddev: float | None = None
+    #: Distributed DP (with secure aggregation): each device adds its share of the noise,
+    #: standard deviation ``z C / sqrt(m)``, so ``m`` shares sum to the central ``z C``.
+    distributed: bool = False
     #: what the last aggregation did (for metrics): the norm it clipped to, the unclipped share
     last_clip: float | None = None
     last_unclipped: float | None = None
@@ -136,19 +139,38 @@ class UserDp:
         return adaptive_noise_multiplier(self.noise_multiplier, self.clipped_count_stddev)
 
     # -- on the device -----------------------------------------------------------------------
-    def on_device(self, update: Update, base: Weights) -> Update:
-        """What a device sends: with client-side clipping, its clipped update applied to
-        ``base``; otherwise ``update`` unchanged."""
+    def on_device(
+        self, update: Update, base: Weights, *, rng: np.random.Generator | None = None
+    ) -> Update:
+        """What a device sends: with client-side clipping, its clipped update (plus, when
+        :attr:`distributed`, its share of the noise, drawn from ``rng``) applied to ``base``;
+        otherwise ``update`` unchanged."""
         if self.clipping != "client-fixed":
             return update
         clipped, _ = clip(_delta(update, base), self.clipping_norm)
+        if self.distributed and self.noise_multiplier > 0:
+            if rng is None:
+                raise ValueError("distributed DP needs the device's noise generator")
+            std = self.noise_multiplier * self.clipping_norm / math.sqrt(self.num_sampled)
+            clipped = [
+                d if d is None or not np.issubdtype(d.dtype, np.floating)
+                else (d.astype(np.float64) + rng.normal(0.0, std, size=d.shape)).astype(d.dtype)
+                for d in clipped
+            ]  # fmt: skip
         return Update(update.client, _apply(base, clipped), update.num_samples)
 
     def device_work(self, update: Update) -> int:
-        """Values a device touches to clip (norm, then scale): 0 without client-side clipping."""
+        """Values a device touches to clip (norm, then scale) and, when distributed, to draw
+        and add its noise: 0 without client-side clipping."""
         if self.clipping != "client-fixed":
             return 0
-        return 2 * sum(int(t.size) for t in update.tensors if t is not None)
+        values = sum(int(t.size) for t in update.tensors if t is not None)
+        return (4 if self.distributed else 2) * values
+
+    def realized_multiplier(self, survivors: int) -> float:
+        """Distributed DP: the noise multiplier the sum really carries when ``survivors`` of the
+        expected ``m`` devices' noise shares arrived (``z sqrt(survivors / m)``)."""
+        return self.noise_multiplier * math.sqrt(survivors / self.num_sampled)
 
     # -- on the server -----------------------------------------------------------------------
     def aggregate(
@@ -255,6 +277,9 @@ class PrivateAveraging:
     sampling: str
     population: int
     sampling_rate: float
+    #: Distributed DP: the noise multiplier each round's sum really carried (``None``: the
+    #: round released nothing, e.g. secure aggregation aborted), by round.
+    realized: dict[int, float | None] = field(default_factory=dict)
 
     @property
     def accounted_multiplier(self) -> float:
@@ -268,9 +293,48 @@ class PrivateAveraging:
             return 0.0
         if self.accounted_multiplier == 0:
             return math.inf  # no noise: no privacy
+        if self.dp.distributed:
+            return self._distributed_epsilon(rounds)
         from tinylarge.security.accounting import epsilon
 
         return epsilon(self._spec(self.accounted_multiplier, rounds))
+
+    def _distributed_epsilon(self, rounds: int) -> float:
+        """Each round composed at the multiplier its sum really carried: dropped devices' noise
+        shares are missing from it."""
+        from tinylarge.security.accounting import Accountant
+
+        acct = Accountant(
+            delta=self.delta,
+            accountant=self.accountant,
+            sampling="poisson" if self.sampling == "poisson" else "fixed",
+            population=self.population,
+        )
+        for rnd in range(rounds):
+            z = self.realized.get(rnd)
+            if z is None:
+                continue
+            if z == 0:
+                return math.inf
+            acct.step(z, self.sampling_rate)
+        return float(acct.epsilon())
+
+    def record_round(self, rnd: int, survivors: int) -> None:
+        """Distributed DP: ``survivors`` devices' noise shares are in round ``rnd``'s sum."""
+        self.realized[rnd] = self.dp.realized_multiplier(survivors) if survivors else None
+
+    def state(self) -> dict[str, Any]:
+        return {
+            **self.dp.state(),
+            "realized_rounds": sorted(self.realized),
+            "realized": [-1.0 if v is None else v for _, v in sorted(self.realized.items())],
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.dp.load_state(state)
+        rounds = [int(r) for r in state.get("realized_rounds", [])]
+        values = [float(v) for v in state.get("realized", [])]
+        self.realized = {r: (None if v < 0 else v) for r, v in zip(rounds, values, strict=True)}
 
     def _spec(self, multiplier: float, rounds: int) -> Any:
         from tinylarge.security.accounting import DpSpec
@@ -300,7 +364,14 @@ class PrivateAveraging:
 
 
 def private_averaging(
-    cfg: Any, *, population: int, per_round: int, sampling: str, fraction: float, rounds: int
+    cfg: Any,
+    *,
+    population: int,
+    per_round: int,
+    sampling: str,
+    fraction: float,
+    rounds: int,
+    distributed: bool = False,
 ) -> PrivateAveraging:
     """The run's :class:`PrivateAveraging` from ``privacy.dp`` (``cfg``), solving for the noise
     multiplier first when the config gives ``target_epsilon``.
@@ -325,6 +396,7 @@ def private_averaging(
             target_clipped_quantile=cfg.target_clipped_quantile,
             clip_norm_lr=cfg.clip_norm_lr,
             clipped_count_stddev=cfg.clipped_count_stddev,
+            distributed=distributed,
         ),
         delta=cfg.delta,
         accountant=cfg.accountant,

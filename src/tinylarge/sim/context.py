@@ -240,6 +240,7 @@ class Context:
             sampling=t.sampling,
             fraction=t.fraction,
             rounds=t.rounds,
+            distributed=self.config.privacy.secagg is not None,
         )
 
     def train_privately(self, pool: Sequence[Client]) -> None:

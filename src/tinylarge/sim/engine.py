@@ -155,7 +155,7 @@ def run_experiment(
             ckpt = run.load_checkpoint()
             scheme.load_state(ckpt["scheme"])
             if ctx.privacy is not None and "privacy" in ckpt:
-                ctx.privacy.dp.load_state(ckpt["privacy"])
+                ctx.privacy.load_state(ckpt["privacy"])
             if ctx.dpsgd is not None and "dpsgd" in ckpt:
                 ctx.dpsgd.load_state(ckpt["dpsgd"])
             first = ckpt["round"] + 1
@@ -209,7 +209,7 @@ def run_experiment(
                     {
                         "round": rnd,
                         "scheme": scheme.state(),
-                        **({"privacy": ctx.privacy.dp.state()} if ctx.privacy else {}),
+                        **({"privacy": ctx.privacy.state()} if ctx.privacy else {}),
                         **({"dpsgd": ctx.dpsgd.state()} if ctx.dpsgd else {}),
                         "wall_time_s": prior_wall + time.perf_counter() - started,
                     }

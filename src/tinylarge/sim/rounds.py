@@ -60,6 +60,8 @@ Stream = tuple[str, str]
 _DROPOUT_STREAM = 4
 #: The server's DP noise (``ctx.rng(round, _DP_STREAM)``).
 _DP_STREAM = 41
+#: A device's share of distributed DP noise (``ctx.rng(round, _DP_DEVICE_STREAMS + id)``).
+_DP_DEVICE_STREAMS = 50_000_000
 #: Ledger node of each server-side compute leg of an inference request.
 SERVER_NODES = {"edge": "server", "cloud": "cloud"}
 
@@ -251,7 +253,8 @@ class Round:
             values = private.dp.device_work(u)
             if values:
                 self.compute(by_id[u.client], Elementwise(values), what="dp-clip")
-            out.append(private.dp.on_device(u, base))
+            rng = self.ctx.rng(self.rnd, _DP_DEVICE_STREAMS + u.client)
+            out.append(private.dp.on_device(u, base, rng=rng))
         return out
 
     # -- device phase ------------------------------------------------------------------------

@@ -14,9 +14,15 @@ after the device phase.
 What the clients mask is their model update (trained weights minus the global
 weights, floating tensors only), weighted by sample count as FedAvg does (Flower's
 ``max_weight`` caps a weight); the server learns the weighted mean and nothing
-else, and adds it to the global weights. If too few clients remain for the
-``reconstruction_threshold`` the round aborts: nothing is aggregated, what was sent
-is billed, the reason is reported, and the run goes on.
+else, and adds it to the global weights. With ``privacy.dp`` (distributed DP) each
+device has clipped its update and added its share of the noise before masking
+(:meth:`tinylarge.sim.rounds.Round.protect`); the server learns the unweighted sum
+and divides it by the expected number of devices, as DP-FedAvg does, and the
+accountant is told the noise the survivors' shares really add up to.
+
+If too few clients remain for the ``reconstruction_threshold`` the round aborts:
+nothing is aggregated, what was sent is billed, the reason is reported, and the run
+goes on.
 """
 
 from __future__ import annotations
@@ -88,6 +94,8 @@ def secure_aggregate(
     if len(ids) < cfg.reconstruction_threshold:
         t = cfg.reconstruction_threshold
         reason = f"secure aggregation not started: {len(ids)} clients left, threshold {t}"
+        if rd.ctx.privacy is not None:
+            rd.ctx.privacy.record_round(rd.rnd, 0)
         return base, {"secagg_survivors": 0, "secagg_aborted": reason}
     vectors = {
         u.client: np.concatenate(
@@ -96,13 +104,18 @@ def secure_aggregate(
         for u in updates
         if u.client in ids
     }
+    private = rd.ctx.privacy  # distributed DP: an unweighted sum over the expected count
     weights = {u.client: float(u.num_samples) for u in updates if u.client in ids}
     params = round_params(cfg, len(ids))
     seed = int(
         np.random.SeedSequence([rd.ctx.seed, rd.rnd + 1, _SECAGG_STREAM]).generate_state(1)[0]
     )
-    clients = {cid: Client(cid, vectors[cid], weight=weights[cid], seed=seed) for cid in ids}
-    server = Server(params, ids, vector_len=len(vectors[ids[0]]), weighted=True, seed=seed)
+    weighted = private is None
+    clients = {
+        cid: Client(cid, vectors[cid], weight=weights[cid] if weighted else None, seed=seed)
+        for cid in ids
+    }
+    server = Server(params, ids, vector_len=len(vectors[ids[0]]), weighted=weighted, seed=seed)
     masks_per_client = params.num_shares  # self mask + one pairwise mask per other neighbour
     steps: list[tuple[str, Callable[[Any, bytes], bytes], str]] = [
         ("secagg-setup", Client.on_setup, "secagg-keys"),
@@ -139,6 +152,8 @@ def secure_aggregate(
         before = dict(server.ops)
         quantized = server.on_unmask_shares(uploads)
     except SecAggAbort as abort:
+        if private is not None:
+            private.record_round(rd.rnd, 0)
         return base, {"secagg_survivors": 0, "secagg_aborted": abort.reason}
     cycles = _cycles(rd.ctx.server, before, server.ops,
                      threshold=params.reconstruction_threshold,
@@ -146,8 +161,13 @@ def secure_aggregate(
     rd.server(Cycles(cycles, crypto_clock_hz(rd.ctx.server)), what="secagg-unmask")
     from tinylarge.security.secagg import dequantize
 
-    ratio = float(quantized[-1]) / (params.quantization_range - 1)
-    mean = dequantize(quantized[:-1], params, count=len(server.survivors)) / ratio
+    survivors = len(server.survivors)
+    if private is None:  # the sample-weighted mean, FedAvg's
+        ratio = float(quantized[-1]) / (params.quantization_range - 1)
+        mean = dequantize(quantized[:-1], params, count=survivors) / ratio
+    else:  # DP-FedAvg's fixed-denominator mean of the clipped, noised updates
+        mean = dequantize(quantized, params, count=survivors) / private.dp.num_sampled
+        private.record_round(rd.rnd, survivors)
     out = list(base)
     at = 0
     for i in floating:
@@ -156,4 +176,4 @@ def secure_aggregate(
             base[i].dtype
         )
         at += n
-    return out, {"secagg_survivors": len(server.survivors)}
+    return out, {"secagg_survivors": survivors}
