@@ -53,6 +53,11 @@ def test_secure_aggregation_trains_the_same_model_as_plaintext(tmp_path: Path) -
     assert secure["bytes_up"] > plain["bytes_up"]
     assert secure["device_energy_j"] > plain["device_energy_j"]
     assert [r["secagg_survivors"] for r in metrics(tmp_path / "s")] == ["4", "4"]
+    # what privacy cost the devices: every secagg event, and nothing else
+    secagg = [e for e in events(tmp_path / "s") if e.side == "device" and "secagg" in e.what]
+    assert secure["privacy_bytes"] == sum(e.bytes for e in secagg)
+    assert secure["privacy_device_energy_j"] == pytest.approx(sum(e.joules for e in secagg))
+    assert "privacy_bytes" not in plain
 
 
 def test_every_stage_is_a_transfer_and_its_crypto_is_billed_before_it(tmp_path: Path) -> None:

@@ -102,6 +102,11 @@ def print_summary(s: dict[str, Any], out: Path) -> None:
             ["privacy", f"{guarantee}, noise multiplier {s['noise_multiplier']:.4g}, "
              f"{s['accountant']} accountant"]
         )  # fmt: skip
+    if "privacy_device_energy_j" in s:
+        rows.append(
+            ["privacy's cost on devices", f"{s['privacy_device_energy_j']:.4g} J, "
+             f"{s['privacy_device_seconds']:.4g} s, {s['privacy_bytes']:,} bytes"]
+        )  # fmt: skip
     for pid, info in s["excluded"].items():
         rows.append([f"excluded {pid} x{info['count']}", info["reason"]])
     print_table(["", ""], rows, title=f"run {out}")

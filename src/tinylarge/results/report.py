@@ -153,6 +153,12 @@ def build_report(run_dir: str | Path) -> Path:
             ["noise multiplier", s.get("noise_multiplier")],
             ["accountant", s.get("accountant")],
         ]
+    if "privacy_device_energy_j" in s:
+        headline += [
+            ["privacy: device energy (J)", s.get("privacy_device_energy_j")],
+            ["privacy: device seconds", s.get("privacy_device_seconds")],
+            ["privacy: bytes on air", s.get("privacy_bytes")],
+        ]
     aborted = [r for r in rows if r.get("secagg_aborted")]
     if any(r.get("secagg_survivors") is not None for r in rows):
         headline.append(["secure aggregation: rounds aborted", len(aborted)])

@@ -15,6 +15,7 @@ target accuracy", https://arxiv.org/abs/1602.05629); summary.json then holds
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -97,11 +98,30 @@ def summarize(
     }
     if ctx.privacy is not None:
         summary.update(ctx.privacy.summary(len(rows)))
+    summary.update(privacy_costs(ledger))
     if ctx.dpsgd is not None:
         summary.update(ctx.dpsgd.summary())
     summary["per_profile"] = per_profile(ctx, ledger)
     summary.update(scheme.summary_extras())
     return summary
+
+
+#: Ledger ``what`` prefixes of privacy work: DP clipping and noise, SecAgg's stages.
+PRIVACY_WORK = ("dp-", "secagg-")
+
+
+def privacy_costs(ledger: Ledger) -> dict[str, Any]:
+    """What privacy cost the devices (DP clipping and noise, every SecAgg stage's transfers
+    and crypto): ``privacy_device_energy_j``, ``privacy_device_seconds``, ``privacy_bytes``;
+    nothing when the run had none."""
+    events = [e for e in ledger.select(side="device") if e.what.startswith(PRIVACY_WORK)]
+    if not events:
+        return {}
+    return {
+        "privacy_device_energy_j": math.fsum(e.joules for e in events),
+        "privacy_device_seconds": math.fsum(e.seconds for e in events),
+        "privacy_bytes": sum(e.bytes for e in events),
+    }
 
 
 def per_profile(ctx: Context, ledger: Ledger) -> dict[str, dict[str, Any]]:
