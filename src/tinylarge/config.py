@@ -165,6 +165,25 @@ class DeviceGroup(_Frozen):
     count: Annotated[int, Field(ge=1, le=MAX_DEVICES)] = 1
     link: str = "wifi6"
     distance_m: Annotated[float, Field(gt=0, le=MAX_DISTANCE_M)] | None = None
+    #: Malicious devices in the group (``attack``): a count (an integer) or a share (a
+    #: number with a point, 0.0 to 1.0). They are devices like the others: linked, billed.
+    malicious: Annotated[int, Field(ge=0, le=MAX_DEVICES)] | Annotated[float, Field(ge=0, le=1)] = 0
+
+    @property
+    def num_malicious(self) -> int:
+        """How many of the group's devices are malicious."""
+        if isinstance(self.malicious, int):
+            return self.malicious
+        return round(self.malicious * self.count)
+
+    @model_validator(mode="after")
+    def _malicious_within_the_group(self) -> DeviceGroup:
+        if isinstance(self.malicious, int) and self.malicious > self.count:
+            raise ValueError(
+                f"malicious {self.malicious} exceeds the group's count {self.count}; give a "
+                "count up to it or a share from 0.0 to 1.0"
+            )
+        return self
 
     @field_validator("profile")
     @classmethod
@@ -379,6 +398,28 @@ class PrivacyConfig(_Frozen):
         return self
 
 
+class AttackConfig(_Frozen):
+    """What the malicious devices (``topology.devices[].malicious``) do; docs/security.md.
+    Update attacks (sign-flip, gaussian, alie, ipm, mimic) replace the update they send;
+    data attacks (label-flip, backdoor) poison their local training data."""
+
+    name: str
+    options: dict[str, OptionValue] = Field(default_factory=dict)
+
+
+class DefenseConfig(_Frozen):
+    """A robust aggregation rule (krum, multi-krum, bulyan, median, trimmed-mean,
+    geometric-median, centered-clipping, fltrust), optionally after a pre-aggregator
+    (bucketing, nnm); docs/security.md."""
+
+    name: str
+    options: dict[str, OptionValue] = Field(default_factory=dict)
+    pre: str | None = None
+    pre_options: dict[str, OptionValue] = Field(default_factory=dict)
+    #: FLTrust's root dataset: training samples the server holds (drawn per class).
+    root_samples: Annotated[int, Field(ge=1, le=MAX_SAMPLES)] = 100
+
+
 class ExperimentConfig(_Frozen):
     """A whole experiment: task, model, topology, scheme, training and engine."""
 
@@ -391,6 +432,8 @@ class ExperimentConfig(_Frozen):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    attack: AttackConfig | None = None
+    defense: DefenseConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -460,6 +503,25 @@ class ExperimentConfig(_Frozen):
             raise ValueError(
                 "training.min_clients: Poisson sampling draws each device independently and "
                 "cannot guarantee a minimum; leave min_clients at 1 or use sampling: fixed"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _attackers_have_an_attack(self) -> ExperimentConfig:
+        bad = sum(g.num_malicious for g in self.topology.devices)
+        if bad and self.attack is None:
+            raise ValueError(
+                f"topology: {bad} malicious devices but no attack; add attack: {{name: ...}}"
+            )
+        if self.attack is not None and not bad:
+            raise ValueError(
+                "attack: no device is malicious; set topology.devices[].malicious "
+                "(a count, or a share such as 0.2)"
+            )
+        if self.defense is not None and (self.privacy.dp or self.privacy.secagg):
+            raise ValueError(
+                "defense with privacy.dp or privacy.secagg: a robust rule must see each "
+                "update in the clear (before noise, without masks); use one of them"
             )
         return self
 

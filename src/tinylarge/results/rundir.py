@@ -53,6 +53,8 @@ METRIC_FIELDS = (
     # privacy.secagg: clients whose update is in the sum; why a round aborted
     "secagg_survivors",
     "secagg_aborted",
+    # attack: backdoor, its success rate on the stamped test set
+    "backdoor_success",
 )
 
 DROPPED_FIELDS = ("round", "node", "reason")

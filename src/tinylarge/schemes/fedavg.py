@@ -67,6 +67,7 @@ class FedAvgFamily(Scheme[OptionsT]):
                 settings=ctx.settings,
                 trainer=self.trainer,
                 trainer_options=self.trainer_options(),
+                poison=None if ctx.adversary is None else ctx.adversary.poison(c.id),
                 dpsgd=None if ctx.dpsgd is None else ctx.dpsgd.spec,
             )
             for c in active
@@ -76,10 +77,10 @@ class FedAvgFamily(Scheme[OptionsT]):
             r = results[c.id]
             rd.compute(c, ctx.local_training(r.examples, steps=r.steps), what="local-train")
         ctx.spend_privacy({c.id: results[c.id].steps for c in active})
-        sent = rd.protect(
-            [Update.full(c.id, results[c.id].weights, results[c.id].num_samples) for c in active],
-            base=self.weights,
-        )
+        trained = [
+            Update.full(c.id, results[c.id].weights, results[c.id].num_samples) for c in active
+        ]
+        sent = rd.protect(rd.corrupt(trained, base=self.weights), base=self.weights)
         if ctx.config.privacy.secagg is not None:  # the masked update replaces the upload
             averaged = rd.secure_aggregate(sent, base=self.weights)
             if averaged is not self.weights:
@@ -97,7 +98,11 @@ class FedAvgFamily(Scheme[OptionsT]):
 
     def evaluate(self) -> dict[str, float | None]:
         acc, loss = self.ctx.evaluate(self.weights)
-        return {"accuracy": acc, "loss": loss, "large_accuracy": None}
+        out: dict[str, float | None] = {"accuracy": acc, "loss": loss, "large_accuracy": None}
+        adversary = self.ctx.adversary
+        if adversary is not None and adversary.name == "backdoor":
+            out["backdoor_success"] = self.ctx.backdoor_success(self.weights)
+        return out
 
     def state(self) -> dict[str, Any]:
         return {"weights": self.weights}

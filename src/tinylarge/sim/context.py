@@ -52,6 +52,7 @@ from tinylarge.sim.training import TrainSettings, evaluate
 if TYPE_CHECKING:
     from tinylarge.security.dp import PrivateAveraging
     from tinylarge.security.dpsgd_fleet import FleetDpSgd
+    from tinylarge.sim.adversary import Adversary, Defense
 
 Direction = Literal["up", "down"]
 #: Node names of the server side.
@@ -114,6 +115,23 @@ class Context:
         self._backend: Backend | None = None
         #: The run directory, set by the engine; schemes write artifacts here.
         self.run_dir: Path | None = None
+        #: The run's attackers and their attack (``attack``) and robust rule (``defense``):
+        #: :mod:`tinylarge.sim.adversary`; ``defense`` is set up by :meth:`average_privately`.
+        self.adversary: Adversary | None = None
+        if config.attack is not None:
+            from tinylarge.sim.adversary import Adversary, malicious_clients
+
+            t = config.training
+            n = config.topology.num_devices
+            self.adversary = Adversary(
+                config.attack,
+                malicious_clients(config, self.rng(-1, 61)),
+                num_classes=self.spec.num_classes,
+                input_shape=self.spec.input_shape,
+                num_clients=min(n, max(t.min_clients, round(t.fraction * n))),
+                data_range=(float(self.dataset.x_train.min()), float(self.dataset.x_train.max())),
+            )
+        self.defense: Defense | None = None
         #: DP-FedAvg of this run (``privacy.dp``), set up by :meth:`average_privately`.
         self.privacy: PrivateAveraging | None = None
         #: DP-SGD on the devices (``privacy.dpsgd``), set up by :meth:`train_privately`.
@@ -227,6 +245,12 @@ class Context:
         round's :meth:`~tinylarge.sim.rounds.Round.protect` and
         :meth:`~tinylarge.sim.rounds.Round.aggregate` then clip and noise, and the engine
         reports epsilon. A no-op without ``privacy.dp``."""
+        if self.config.defense is not None:
+            from tinylarge.sim.adversary import Defense
+
+            self.defense = Defense(
+                self.config.defense, num_clients=expected_participants(self, len(pool))
+            )
         dp = self.config.privacy.dp
         if dp is None:
             return
@@ -395,11 +419,38 @@ class Context:
             )
         )
 
+    def root_update(self, base: Weights, rnd: int) -> tuple[Weights, int]:
+        """FLTrust's reference: the global model trained by the server on its root data
+        (``defense.root_samples`` training samples, drawn once per run), and how many samples
+        it trained on. In process: the server's work, billed by the caller."""
+        from tinylarge.sim.training import FitTask, fit
+
+        assert self.config.defense is not None
+        n = min(self.config.defense.root_samples, len(self.dataset.y_train))
+        root = np.sort(self.rng(-1, 64).choice(len(self.dataset.y_train), size=n, replace=False))
+        task = FitTask(
+            client=10**6, round=rnd, seed=self.task_seed(rnd, 10**6), spec=self.spec,
+            weights=base, indices=root, settings=self.settings,
+        )  # fmt: skip
+        res = fit(task, self.dataset.x_train, self.dataset.y_train)
+        return res.weights, res.num_samples
+
     # -- evaluation --------------------------------------------------------------------------
     def evaluate(self, weights: Weights, spec: ModelSpec | None = None) -> tuple[float, float]:
         """Test accuracy and mean cross-entropy of ``spec``'s model (default: the config's)."""
         ds = self.dataset
         return evaluate(spec or self.spec, weights, ds.x_test, ds.y_test)
+
+    def backdoor_success(self, weights: Weights) -> float:
+        """The backdoor attack's success rate against the model ``weights``."""
+        from tinylarge.sim.training import build, predict_logits
+
+        assert self.adversary is not None
+        ds = self.dataset
+        model = build(self.spec, weights)
+        return self.adversary.backdoor_success(
+            lambda x: np.argmax(predict_logits(model, x), axis=1), ds.x_test, ds.y_test
+        )
 
 
 #: Stream ids of the per-request channel draws (``ctx.rng(round, stream)``).

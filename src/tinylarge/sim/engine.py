@@ -99,6 +99,11 @@ def summarize(
     if ctx.privacy is not None:
         summary.update(ctx.privacy.summary(len(rows)))
     summary.update(privacy_costs(ledger))
+    if ctx.adversary is not None or ctx.defense is not None:
+        summary["attack"] = ctx.adversary.name if ctx.adversary else None
+        summary["defense"] = ctx.defense.name if ctx.defense else None
+        summary["malicious"] = len(ctx.adversary.malicious) if ctx.adversary else 0
+        summary["backdoor_success"] = last.get("backdoor_success")
     if ctx.dpsgd is not None:
         summary.update(ctx.dpsgd.summary())
     summary["per_profile"] = per_profile(ctx, ledger)
@@ -176,6 +181,8 @@ def run_experiment(
             scheme.load_state(ckpt["scheme"])
             if ctx.privacy is not None and "privacy" in ckpt:
                 ctx.privacy.load_state(ckpt["privacy"])
+            if ctx.defense is not None and "defense" in ckpt:
+                ctx.defense.load_state(ckpt["defense"])
             if ctx.dpsgd is not None and "dpsgd" in ckpt:
                 ctx.dpsgd.load_state(ckpt["dpsgd"])
             first = ckpt["round"] + 1
@@ -231,6 +238,7 @@ def run_experiment(
                         "scheme": scheme.state(),
                         **({"privacy": ctx.privacy.state()} if ctx.privacy else {}),
                         **({"dpsgd": ctx.dpsgd.state()} if ctx.dpsgd else {}),
+                        **({"defense": ctx.defense.state()} if ctx.defense else {}),
                         "wall_time_s": prior_wall + time.perf_counter() - started,
                     }
                 )

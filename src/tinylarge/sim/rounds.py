@@ -41,9 +41,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from tinylarge.hardware.catalogue import DeviceProfile
-from tinylarge.hardware.cost import ComputeCost, Elementwise, Work
+from tinylarge.hardware.cost import ComputeCost, Elementwise, Train, Work
 from tinylarge.models.weights import Weights
 from tinylarge.network.cell import equal_shares
+from tinylarge.sim.adversary import ATTACK_STREAM, DEFENSE_STREAM
 from tinylarge.sim.aggregation import AGGREGATORS, Update
 from tinylarge.sim.ledger import Side
 
@@ -211,7 +212,17 @@ class Round:
             return base
         values = sum(int(t.size) for u in updates for t in u.tensors if t is not None)
         private = self.ctx.privacy
-        if private is None:
+        defense = self.ctx.defense
+        if defense is not None:
+            reference = None
+            if defense.needs_reference:  # FLTrust: the server trains on its root data first
+                reference, samples = self.ctx.root_update(base, self.rnd)
+                self.server(Train(self.ctx.model_profile, samples), what="fltrust-root-train")
+            rng = self.ctx.rng(self.rnd, DEFENSE_STREAM)
+            new = defense.aggregate(updates, base=base, rng=rng, reference=reference)
+            # a robust rule compares updates pairwise at worst (Krum, Bulyan): n values each
+            values *= max(1, len(updates)) if defense.pairwise else 1
+        elif private is None:
             new = AGGREGATORS["fedavg"](updates, base=base)
         else:
             new = private.dp.aggregate(updates, base=base, rng=self.ctx.rng(self.rnd, _DP_STREAM))
@@ -239,6 +250,15 @@ class Round:
         end = max((self.clock_s(c) for c in clients), default=0.0)
         for c in clients:
             self._clock[c.id] = end
+
+    def corrupt(self, updates: Sequence[Update], *, base: Weights) -> list[Update]:
+        """What the round's devices send under ``attack``: the malicious devices' updates
+        replaced (:meth:`tinylarge.sim.adversary.Adversary.corrupt`); unchanged otherwise."""
+        adversary = self.ctx.adversary
+        if adversary is None:
+            return list(updates)
+        rng = self.ctx.rng(self.rnd, ATTACK_STREAM)
+        return adversary.corrupt(updates, base=base, rng=rng)
 
     def protect(self, updates: Sequence[Update], *, base: Weights) -> list[Update]:
         """What each device sends instead of its update under ``privacy.dp`` (client-side

@@ -398,6 +398,9 @@ class FitTask:
     trainer_options: dict[str, float] = field(default_factory=dict)
     #: Train with sample-level DP-SGD (``privacy.dpsgd``): see :func:`fit`.
     dpsgd: DpSgdSpec | None = None
+    #: A malicious client's data attack, ``(name, options)`` of
+    #: :data:`tinylarge.security.attacks.DATA_ATTACKS`: its data is poisoned before training.
+    poison: tuple[str, dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -445,7 +448,16 @@ def fit(task: FitTask, x: np.ndarray, y: np.ndarray) -> FitResult:
     model.train()
     start = [p.detach().clone() for p in model.parameters()]
     loss_fn = TRAINERS[task.trainer]
-    xs, ys = tensor(x[task.indices]), tensor(y[task.indices])
+    x_local, y_local = x[task.indices], y[task.indices]
+    if task.poison is not None:
+        from tinylarge.security.attacks import make_data_attack
+
+        name, options = task.poison
+        attack = make_data_attack(
+            name, options, num_classes=task.spec.num_classes, input_shape=task.spec.input_shape
+        )
+        x_local, y_local = attack.poison(x_local, y_local, rng=np.random.default_rng(task.seed))
+    xs, ys = tensor(x_local), tensor(y_local)
     n = len(task.indices)
     optimizer = make_optimizer(model, task.settings)
     private: PrivateTraining | None = None

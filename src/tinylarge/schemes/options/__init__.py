@@ -38,7 +38,7 @@ def scheme_options(cfg: ExperimentConfig, *, source: str = "config") -> SchemeOp
     except ValidationError as exc:
         msg = format_validation_error(exc, source=source)
         raise ConfigError(msg.replace(f"{source}: ", f"{source}: scheme.options.")) from None
-    problems = options.refuse(cfg) + _privacy_problems(cfg)
+    problems = options.refuse(cfg) + _privacy_problems(cfg) + _security_problems(cfg)
     if problems:
         raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
     return options
@@ -81,11 +81,55 @@ def _privacy_problems(cfg: ExperimentConfig) -> list[str]:
             f"privacy.secagg: scheme {cfg.scheme.name!r} does not average model updates "
             f"through secure aggregation; schemes that do: {known}"
         )
+    for section in ("attack", "defense"):
+        if getattr(cfg, section) is not None:
+            problems.append(
+                f"{section}: scheme {cfg.scheme.name!r} does not aggregate through the robust "
+                f"rules and attacks yet; schemes that do: {known}"
+            )
     if cfg.training.sampling != "fixed":
         problems.append(
             f"training.sampling: scheme {cfg.scheme.name!r} samples its devices with "
             f"sampling: fixed only; Poisson sampling is for {known}"
         )
+    return problems
+
+
+def _security_problems(cfg: ExperimentConfig) -> list[str]:
+    """Unknown attack or defense names, and options they cannot take for this fleet (Krum
+    with more Byzantine clients than it tolerates, a trimmed share of half or more...)."""
+    problems: list[str] = []
+    if cfg.attack is None and cfg.defense is None:
+        return problems
+    from tinylarge.errors import TinylargeError
+
+    t = cfg.training
+    n = cfg.topology.num_devices
+    per_round = n if t.sampling == "poisson" else min(n, max(t.min_clients, round(t.fraction * n)))
+    bad = sum(g.num_malicious for g in cfg.topology.devices)
+    if cfg.attack is not None:
+        from tinylarge.security import attacks
+
+        kind = "data" if cfg.attack.name in attacks.DATA_ATTACKS else "update"
+        try:
+            attacks.check_options(
+                kind, cfg.attack.name, dict(cfg.attack.options),
+                num_clients=per_round, num_byzantine=bad,
+            )  # fmt: skip
+        except TinylargeError as exc:
+            problems.append(f"attack: {exc}")
+    if cfg.defense is not None:
+        from tinylarge.security import robust
+
+        d = cfg.defense
+        try:
+            rows = per_round
+            if d.pre is not None:
+                pre = robust.make_pre(d.pre, dict(d.pre_options), num_clients=per_round)
+                rows = pre.output_rows(per_round)
+            robust.check_options(d.name, dict(d.options), num_clients=rows)
+        except TinylargeError as exc:
+            problems.append(f"defense: {exc}")
     return problems
 
 

@@ -1,0 +1,212 @@
+"""Malicious devices and robust aggregation in a run: where attacks and defenses meet the round.
+
+An attacker is a device like the others (a catalogue profile, a link, a bill): the
+config marks ``topology.devices[].malicious`` of a group, and :func:`malicious_clients`
+picks which (seeded, so every backend and a resumed run agree). What they do is the
+run's ``attack`` (:mod:`tinylarge.security.attacks`):
+
+- a *data* attack (label flipping, the pixel-pattern backdoor) poisons the malicious
+  device's training data inside its local training (:attr:`Adversary.poison`), and
+  the backdoor's model replacement scales its update by ``boost``;
+- an *update* attack (sign flipping, Gaussian noise, A Little Is Enough, Inner
+  Product Manipulation, mimic) replaces what the device sends; omniscient attacks read
+  the round's honest updates, as in their papers (:meth:`Adversary.corrupt`).
+
+A ``defense`` (:mod:`tinylarge.security.robust`) replaces the sample-weighted mean in
+:meth:`tinylarge.sim.rounds.Round.aggregate` with a robust rule over the updates
+(trained weights minus the global weights), after an optional pre-aggregator;
+FLTrust's reference update is the server's own training on its root data, billed to
+the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tinylarge.models.weights import Weights
+from tinylarge.sim.aggregation import Update
+
+if TYPE_CHECKING:
+    from tinylarge.config import AttackConfig, DefenseConfig, ExperimentConfig
+
+#: ``ctx.rng(-1, _PICK_STREAM)`` picks the malicious devices; ``ctx.rng(rnd, ...)`` the rest.
+_PICK_STREAM = 61
+ATTACK_STREAM = 62
+DEFENSE_STREAM = 63
+
+
+def malicious_clients(cfg: ExperimentConfig, rng: np.random.Generator) -> frozenset[int]:
+    """Which client ids are malicious: ``num_malicious`` of each group, drawn by ``rng``."""
+    bad: list[int] = []
+    first = 0
+    for group in cfg.topology.devices:
+        k = group.num_malicious
+        if k:
+            bad += [first + int(i) for i in rng.choice(group.count, size=k, replace=False)]
+        first += group.count
+    return frozenset(bad)
+
+
+def floating(base: Weights) -> list[int]:
+    """Indices of the floating tensors: what an update changes (integer buffers are counts)."""
+    return [i for i, b in enumerate(base) if np.issubdtype(b.dtype, np.floating)]
+
+
+def flatten(updates: Sequence[Update], base: Weights) -> np.ndarray:
+    """The updates' deltas over the floating tensors, one row per update (float64)."""
+    idx = floating(base)
+    return np.stack(
+        [
+            np.concatenate([np.ravel(np.asarray(u.tensors[i], np.float64) - base[i]) for i in idx])
+            for u in updates
+        ]
+    )
+
+
+def unflatten(delta: np.ndarray, base: Weights) -> list[np.ndarray]:
+    """``base`` plus one flat delta over its floating tensors."""
+    out = list(base)
+    at = 0
+    for i in floating(base):
+        n = int(base[i].size)
+        new = base[i].astype(np.float64) + delta[at : at + n].reshape(base[i].shape)
+        out[i] = new.astype(base[i].dtype)
+        at += n
+    return out
+
+
+class Adversary:
+    """The run's attack and the devices that carry it out."""
+
+    def __init__(
+        self,
+        cfg: AttackConfig,
+        bad: frozenset[int],
+        *,
+        num_classes: int,
+        input_shape: Any,
+        num_clients: int,
+        data_range: tuple[float, float],
+    ) -> None:
+        from tinylarge.security import attacks
+
+        self.name = cfg.name
+        self.malicious = bad
+        self.data = cfg.name in attacks.DATA_ATTACKS
+        self.options = dict(cfg.options)
+        if cfg.name == "backdoor":
+            # one trigger for training and testing: the training set's extremes
+            self.options.setdefault("trigger_low", float(data_range[0]))
+            self.options.setdefault("trigger_high", float(data_range[1]))
+            # the model replacement's boost (n / server_lr) needs the clients a round averages
+            self.options.setdefault("boost", float(num_clients))
+        self._num_classes = num_classes
+        self._input_shape = tuple(input_shape)
+        if self.data:
+            self.data_attack = attacks.make_data_attack(
+                cfg.name, self.options, num_classes=num_classes, input_shape=self._input_shape,
+                num_clients=num_clients,
+            )  # fmt: skip
+            self.update_attack = None
+        else:
+            self.update_attack = attacks.make_update_attack(cfg.name, self.options)
+
+    def poison(self, client: int) -> tuple[str, dict[str, Any]] | None:
+        """The data attack a client's local training applies (``None``: it trains honestly)."""
+        if self.data and client in self.malicious:
+            return (self.name, self.options)
+        return None
+
+    def corrupt(
+        self, updates: Sequence[Update], *, base: Weights, rng: np.random.Generator
+    ) -> list[Update]:
+        """What the round's devices send: the malicious ones' updates replaced by the update
+        attack (or boosted, for the backdoor's model replacement); honest ones unchanged."""
+        bad = [i for i, u in enumerate(updates) if u.client in self.malicious]
+        if not bad:
+            return list(updates)
+        deltas = flatten(updates, base)
+        honest = [i for i in range(len(updates)) if i not in bad]
+        if self.update_attack is not None:
+            # with no honest update this round, the attackers only know their own
+            seen = deltas[honest] if honest else deltas[bad]
+            sent = self.update_attack(seen, deltas[bad], num_byzantine=len(bad), rng=rng)
+        else:
+            sent = deltas[bad] * float(self.data_attack.boost)
+        out = list(updates)
+        for row, i in enumerate(bad):
+            u = updates[i]
+            weights = unflatten(sent[row], base)
+            carried = [
+                w if t is not None else None for w, t in zip(weights, u.tensors, strict=True)
+            ]
+            out[i] = Update(u.client, carried, u.num_samples)
+        return out
+
+    def backdoor_success(
+        self, predict: Callable[[np.ndarray], np.ndarray], x: Any, y: Any
+    ) -> float:
+        """The backdoor's success rate on the test set (inputs not of the target class that
+        the model classifies as the target once stamped)."""
+        from tinylarge.security.attacks import backdoor_success
+
+        return float(
+            backdoor_success(
+                predict, x, y,
+                target_label=int(getattr(self.data_attack, "target_label", 0)),
+                input_shape=self._input_shape,
+                high=self.options.get("trigger_high"),
+                low=self.options.get("trigger_low"),
+            )
+        )  # fmt: skip
+
+
+class Defense:
+    """The run's robust aggregation rule, after its optional pre-aggregator."""
+
+    def __init__(self, cfg: DefenseConfig, *, num_clients: int) -> None:
+        from tinylarge.security import robust
+
+        self.name = cfg.name
+        self.cfg = cfg
+        self.pre = (
+            robust.make_pre(cfg.pre, dict(cfg.pre_options), num_clients=num_clients)
+            if cfg.pre
+            else None
+        )
+        rows = num_clients if self.pre is None else self.pre.output_rows(num_clients)
+        self.rule = robust.make_rule(cfg.name, dict(cfg.options), num_clients=rows)
+        self.needs_reference = cfg.name in robust.NEEDS_REFERENCE
+        #: rules that compare every pair of updates (their server work grows with n^2)
+        self.pairwise = cfg.name in ("krum", "multi-krum", "bulyan") or cfg.pre == "nnm"
+
+    def aggregate(
+        self,
+        updates: Sequence[Update],
+        *,
+        base: Weights,
+        rng: np.random.Generator,
+        reference: Weights | None = None,
+    ) -> Weights:
+        deltas = flatten(updates, base)
+        weights: np.ndarray | None = np.array([u.num_samples for u in updates], np.float64)
+        if self.pre is not None:
+            deltas = self.pre(deltas, rng=rng)
+            weights = None
+        kwargs: dict[str, Any] = {}
+        if reference is not None:
+            kwargs["reference"] = flatten([Update.full(-1, reference, 1)], base)[0]
+        agg = self.rule(deltas, weights=weights, rng=rng, **kwargs)
+        return unflatten(np.asarray(agg, np.float64), base)
+
+    def state(self) -> dict[str, Any]:
+        state = getattr(self.rule, "state", None)
+        return dict(state()) if callable(state) else {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        load = getattr(self.rule, "load_state", None)
+        if callable(load) and state:
+            load(state)

@@ -1,0 +1,126 @@
+"""Attacks and defenses in a FedAvg run: attackers are devices, an attack hurts plain FedAvg,
+a robust rule holds, the backdoor is measured, bad settings are one line."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import kill_in_round, reproducible
+
+from tinylarge.config import ConfigError, parse_config
+from tinylarge.schemes.fedavg import FedAvg
+from tinylarge.schemes.options import scheme_options
+from tinylarge.sim.engine import run_experiment
+from tinylarge.sim.ledger import Ledger
+
+
+def fleet(malicious: int | float = 0, **sections: Any) -> dict[str, Any]:
+    """FedAvg of a small MLP on digits over 10 Raspberry Pis, ``malicious`` of them attackers."""
+    cfg: dict[str, Any] = {
+        "name": "byz",
+        "seed": 1,
+        "task": {"dataset": "digits", "partition": {"name": "iid"}},
+        "model": {"name": "mlp", "options": {"hidden": 32}},
+        "topology": {
+            "server": {"profile": "jetson-orin-nano"},
+            "devices": [{"profile": "rpi4", "count": 10, "link": "wifi6", "malicious": malicious}],
+        },
+        "training": {"rounds": 5, "local_epochs": 1, "batch_size": 16, "lr": 0.1},
+    }
+    cfg.update(sections)
+    return cfg
+
+
+def run(tmp_path: Path, name: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    return run_experiment(parse_config(cfg), out=tmp_path / name, progress=False)
+
+
+def test_sign_flipping_breaks_fedavg_and_the_median_holds(tmp_path: Path) -> None:
+    clean = run(tmp_path, "clean", fleet())
+    attack = {"name": "sign-flip", "options": {"scale": 4.0}}
+    plain = run(tmp_path, "plain", fleet(3, attack=attack))
+    robust = run(tmp_path, "median", fleet(3, attack=attack, defense={"name": "median"}))
+    assert plain["accuracy"] < clean["accuracy"] - 0.3  # the attack is real
+    assert robust["accuracy"] > clean["accuracy"] - 0.1  # the median of 10 is noisier
+    assert (robust["attack"], robust["defense"], robust["malicious"]) == ("sign-flip", "median", 3)
+
+
+def test_attackers_are_devices_with_a_bill(tmp_path: Path) -> None:
+    attack = {"name": "gaussian", "options": {"sigma": 1.0}}
+    run(tmp_path, "g", fleet(0.2, attack=attack))
+    events = list(Ledger.from_csv(tmp_path / "g" / "ledger.csv"))
+    nodes = {e.node for e in events if e.kind == "upload"}
+    assert len(nodes) == 10  # the two attackers upload like everyone else
+
+
+def test_the_backdoor_is_measured_beside_accuracy(tmp_path: Path) -> None:
+    attack = {"name": "backdoor", "options": {"target_label": 0}}
+    s = run(tmp_path, "b", fleet(3, attack=attack))
+    with (tmp_path / "b" / "metrics.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert all(r["backdoor_success"] != "" for r in rows)
+    assert s["backdoor_success"] == pytest.approx(float(rows[-1]["backdoor_success"]))
+    assert 0.0 <= s["backdoor_success"] <= 1.0
+
+
+def test_fltrust_trains_on_the_servers_root_data(tmp_path: Path) -> None:
+    attack = {"name": "sign-flip", "options": {"scale": 4.0}}
+    cfg = fleet(3, attack=attack, defense={"name": "fltrust", "root_samples": 100})
+    clean = run(tmp_path, "clean", fleet())
+    s = run(tmp_path, "f", cfg)
+    events = list(Ledger.from_csv(tmp_path / "f" / "ledger.csv"))
+    roots = [e for e in events if e.what == "fltrust-root-train"]
+    assert len(roots) == 5
+    assert all(e.side == "server" and e.seconds > 0 for e in roots)
+    assert s["accuracy"] > clean["accuracy"] - 0.1
+
+
+def test_a_stateful_defense_resumes_to_the_same_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attack = {"name": "alie"}
+    cfg = parse_config(fleet(2, attack=attack, defense={"name": "centered-clipping"}))
+    full = run_experiment(cfg, out=tmp_path / "full", progress=False)
+    kill_in_round(
+        monkeypatch, FedAvg, 3, lambda: run_experiment(cfg, out=tmp_path / "k", progress=False)
+    )
+    resumed = run_experiment(cfg, out=tmp_path / "k", resume=True, progress=False)
+    assert reproducible(resumed) == reproducible(full)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "match"),
+    [
+        (fleet(2), "2 malicious devices but no attack"),
+        (fleet(0, attack={"name": "alie"}), "no device is malicious"),
+        (fleet(11, attack={"name": "alie"}), "exceeds the group's count 10"),
+    ],
+)
+def test_an_attack_needs_attackers_and_attackers_an_attack(cfg: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        parse_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("sections", "match"),
+    [
+        ({"defense": {"name": "krum", "options": {"f": 5}}}, "krum"),
+        ({"defense": {"name": "trimmed-mean", "options": {"beta": 0.5}}}, "0.5"),
+        ({"defense": {"name": "no-such-rule"}}, "no-such-rule"),
+        ({"attack": {"name": "no-such-attack"}}, "no-such-attack"),
+    ],
+)
+def test_bad_defenses_and_attacks_are_one_line(sections: dict[str, Any], match: str) -> None:
+    cfg = parse_config(fleet(2, **{"attack": {"name": "alie"}, **sections}))
+    with pytest.raises(ConfigError, match=match) as err:
+        scheme_options(cfg)
+    assert len(str(err.value).splitlines()) == 1
+
+
+def test_schemes_outside_the_fedavg_family_refuse_attacks() -> None:
+    cfg = parse_config(fleet(2, attack={"name": "alie"}, scheme={"name": "fml"}))
+    with pytest.raises(ConfigError, match="attack: scheme 'fml'"):
+        scheme_options(cfg)
