@@ -405,6 +405,9 @@ class AttackConfig(_Frozen):
 
     name: str
     options: dict[str, OptionValue] = Field(default_factory=dict)
+    #: Also run the same config without attackers (into ``<run>/clean``): summary.json then
+    #: has ``clean_accuracy`` and ``accuracy_drop``.
+    clean_twin: bool = False
 
 
 class DefenseConfig(_Frozen):

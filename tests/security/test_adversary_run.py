@@ -4,6 +4,7 @@ a robust rule holds, the backdoor is measured, bad settings are one line."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,16 @@ def test_schemes_outside_the_fedavg_family_refuse_attacks() -> None:
     cfg = parse_config(fleet(2, attack={"name": "alie"}, scheme={"name": "fml"}))
     with pytest.raises(ConfigError, match="attack: scheme 'fml'"):
         scheme_options(cfg)
+
+
+def test_a_clean_twin_says_what_the_attack_cost(tmp_path: Path) -> None:
+    attack = {"name": "sign-flip", "options": {"scale": 4.0}, "clean_twin": True}
+    cfg = fleet(3, attack=attack, training={"rounds": 2, "lr": 0.1, "batch_size": 16})
+    s = run(tmp_path, "t", cfg)
+    twin = json.loads((tmp_path / "t" / "clean" / "summary.json").read_text())
+    assert "attack" not in twin
+    assert s["clean_accuracy"] == twin["accuracy"]
+    assert s["accuracy_drop"] == pytest.approx(twin["accuracy"] - s["accuracy"])
+    assert s["accuracy_drop"] > 0.2
+    on_disk = json.loads((tmp_path / "t" / "summary.json").read_text())
+    assert on_disk["clean_accuracy"] == twin["accuracy"]

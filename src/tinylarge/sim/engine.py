@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tinylarge.config import ExperimentConfig
+from tinylarge.config import ExperimentConfig, parse_config
 from tinylarge.results.rundir import RunDir
 from tinylarge.schemes.base import SCHEMES, Scheme
 from tinylarge.schemes.options import scheme_options
@@ -253,10 +253,30 @@ def run_experiment(
             ctx.ledger,
             wall_time_s=prior_wall + time.perf_counter() - started,
         )
+        if config.attack is not None and config.attack.clean_twin:
+            clean = run_experiment(
+                clean_twin(config), out=run.path / "clean", backend=backend,
+                resume=resume and (run.path / "clean").exists(), progress=progress,
+            )  # fmt: skip
+            summary["clean_accuracy"] = clean["accuracy"]
+            summary["accuracy_drop"] = (
+                None if clean["accuracy"] is None or summary["accuracy"] is None
+                else clean["accuracy"] - summary["accuracy"]
+            )  # fmt: skip
         run.write_summary(summary)
         return summary
     finally:
         ctx.close()
+
+
+def clean_twin(config: ExperimentConfig) -> ExperimentConfig:
+    """``config`` without its attack and its malicious devices (the defense stays): what the
+    attack costs is the difference."""
+    data = config.model_dump(exclude_unset=True)
+    data.pop("attack", None)
+    for group in data["topology"]["devices"]:
+        group.pop("malicious", None)
+    return parse_config(data)
 
 
 class _NullProgress:
