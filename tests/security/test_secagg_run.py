@@ -21,7 +21,12 @@ from tinylarge.sim.ledger import Event, Ledger
 
 pytest.importorskip("cryptography", reason="needs pip install 'tinylarge[privacy]'")
 
-STAGES = ("secagg-keys", "secagg-shares", "secagg-masked-input", "secagg-unmask-shares")
+STAGES = (
+    "secagg-public-keys",
+    "secagg-encrypted-shares",
+    "secagg-masked-input",
+    "secagg-unmask-shares",
+)
 
 
 def secagg_task(threshold: int = 2, shares: int = 3, **sections: Any) -> dict[str, Any]:
@@ -74,7 +79,7 @@ def test_every_stage_is_a_transfer_and_its_crypto_is_billed_before_it(tmp_path: 
             assert crypto.seconds > 0
             assert up.at_s >= crypto.at_s + crypto.seconds - 1e-12
     # the public keys are two 32-byte X25519 keys
-    assert {e.bytes for e in evs if e.what == "secagg-keys"} == {64}
+    assert {e.bytes for e in evs if e.what == "secagg-public-keys"} == {64}
     assert [e for e in evs if e.what == "secagg-unmask" and e.side == "server"]
 
 
@@ -83,7 +88,9 @@ def _deadline_between_stages(tmp_path: Path) -> float:
     run_experiment(parse_config(secagg_task()), out=tmp_path / "probe", progress=False)
     evs = [e for e in events(tmp_path / "probe") if e.round == 0]
     ble = {e.node for e in evs if e.link == "ble-2m"}
-    keys = max(e.at_s + e.seconds for e in evs if e.node in ble and e.what == "secagg-shares")
+    keys = max(
+        e.at_s + e.seconds for e in evs if e.node in ble and e.what == "secagg-encrypted-shares"
+    )
     masked = max(
         e.at_s + e.seconds for e in evs if e.node in ble and e.what == "secagg-masked-input"
     )

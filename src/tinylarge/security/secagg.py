@@ -87,6 +87,7 @@ from tinylarge.security._secagg_parties import Client, Server
 
 __all__ = [
     "SERVER",
+    "STAGES",
     "Client",
     "Message",
     "OpCount",
@@ -99,12 +100,30 @@ __all__ = [
     "expansion",
     "quantize",
     "secure_sum",
+    "server_replies",
     "weight_units",
 ]
 
 #: Largest client id: Shamir abscissas are ``id + 1`` in 32 bits.
 MAX_CLIENT_ID = 2**32 - 2
 DROP_STAGES = (0, 1, 2, 3, 4)
+
+
+#: The protocol's four client stages, in order: what the server sends, the client's handler,
+#: what the client replies. :func:`secure_sum` and the round clock
+#: (:mod:`tinylarge.sim.secure`) both drive the parties through this table.
+STAGES: tuple[tuple[str, Callable[[Client, bytes], bytes], str], ...] = (
+    ("setup", Client.on_setup, "public_keys"),
+    ("neighbour_keys", Client.on_neighbour_keys, "encrypted_shares"),
+    ("forwarded_shares", Client.on_forwarded_shares, "masked_input"),
+    ("unmask_request", Client.on_unmask_request, "unmask_shares"),
+)
+
+
+def server_replies(server: Server) -> tuple[Callable[[Mapping[int, bytes]], dict[int, bytes]], ...]:
+    """The server's answers to the replies of stages 1 to 3 (stage 4's ends the round:
+    :meth:`Server.on_unmask_shares`)."""
+    return (server.on_public_keys, server.on_encrypted_shares, server.on_masked_inputs)
 
 
 @dataclass(frozen=True)
@@ -224,16 +243,10 @@ def secure_sum(
             sender, receiver = (cid, SERVER) if up else (SERVER, cid)
             messages.append(Message(stage, sender, receiver, kind, len(payloads[cid])))
 
-    steps: list[tuple[str, Callable[[Client, bytes], bytes], str]] = [
-        ("setup", Client.on_setup, "public_keys"),
-        ("neighbour_keys", Client.on_neighbour_keys, "encrypted_shares"),
-        ("forwarded_shares", Client.on_forwarded_shares, "masked_input"),
-        ("unmask_request", Client.on_unmask_request, "unmask_shares"),
-    ]
-    replies = [server.on_public_keys, server.on_encrypted_shares, server.on_masked_inputs]
+    replies = server_replies(server)
     try:
         downlinks = server.setup()
-        for stage, (down_kind, handle, up_kind) in enumerate(steps, start=1):
+        for stage, (down_kind, handle, up_kind) in enumerate(STAGES, start=1):
             send(stage - 1, down_kind, downlinks, up=False)
             uploads = {}
             for cid in sorted(downlinks):

@@ -27,7 +27,7 @@ goes on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -64,6 +64,12 @@ def round_params(cfg: SecAggConfig, clients: int) -> Any:
     )
 
 
+def ledger_name(kind: str) -> str:
+    """A protocol message kind as the ledger's ``what``: ``public_keys`` ->
+    ``secagg-public-keys``."""
+    return "secagg-" + kind.replace("_", "-")
+
+
 def _cycles(device: DeviceProfile, before: Mapping[str, int], after: Mapping[str, int],
             *, threshold: int, mask_elements: int) -> float:  # fmt: skip
     d = {k: after.get(k, 0) - before.get(k, 0) for k in after}
@@ -86,7 +92,7 @@ def secure_aggregate(
 ) -> tuple[Weights, dict[str, Any]]:
     """The new global weights from the clients' ``updates`` through SecAgg+, and what the
     round reports (``secagg_survivors``, or ``secagg_aborted`` with the reason)."""
-    from tinylarge.security.secagg import Client, SecAggAbort, Server
+    from tinylarge.security.secagg import STAGES, Client, SecAggAbort, Server, server_replies
 
     floating = [i for i, b in enumerate(base) if np.issubdtype(b.dtype, np.floating)]
     by_id = {c.id: c for c in rd.participants}
@@ -117,17 +123,12 @@ def secure_aggregate(
     }
     server = Server(params, ids, vector_len=len(vectors[ids[0]]), weighted=weighted, seed=seed)
     masks_per_client = params.num_shares  # self mask + one pairwise mask per other neighbour
-    steps: list[tuple[str, Callable[[Any, bytes], bytes], str]] = [
-        ("secagg-setup", Client.on_setup, "secagg-keys"),
-        ("secagg-neighbour-keys", Client.on_neighbour_keys, "secagg-shares"),
-        ("secagg-shares", Client.on_forwarded_shares, "secagg-masked-input"),
-        ("secagg-unmask-request", Client.on_unmask_request, "secagg-unmask-shares"),
-    ]
-    replies = [server.on_public_keys, server.on_encrypted_shares, server.on_masked_inputs]
+    replies = server_replies(server)
     silent: set[int] = set()
     try:
         downlinks = server.setup()
-        for stage, (down, handle, up) in enumerate(steps, start=1):
+        for stage, (down_kind, handle, up_kind) in enumerate(STAGES, start=1):
+            down, up = ledger_name(down_kind), ledger_name(up_kind)
             live = [by_id[cid] for cid in sorted(downlinks) if cid not in silent]
             reached = rd.download({c.id: [(down, len(downlinks[c.id]))] for c in live}, live)
             uploads: dict[int, bytes] = {}
