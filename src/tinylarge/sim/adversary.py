@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tinylarge.models.weights import Weights
-from tinylarge.sim.aggregation import Update
+from tinylarge.sim.aggregation import Update, flatten, unflatten
 
 if TYPE_CHECKING:
     from tinylarge.config import AttackConfig, DefenseConfig, ExperimentConfig
@@ -48,34 +48,6 @@ def malicious_clients(cfg: ExperimentConfig, rng: np.random.Generator) -> frozen
             bad += [first + int(i) for i in rng.choice(group.count, size=k, replace=False)]
         first += group.count
     return frozenset(bad)
-
-
-def floating(base: Weights) -> list[int]:
-    """Indices of the floating tensors: what an update changes (integer buffers are counts)."""
-    return [i for i, b in enumerate(base) if np.issubdtype(b.dtype, np.floating)]
-
-
-def flatten(updates: Sequence[Update], base: Weights) -> np.ndarray:
-    """The updates' deltas over the floating tensors, one row per update (float64)."""
-    idx = floating(base)
-    return np.stack(
-        [
-            np.concatenate([np.ravel(np.asarray(u.tensors[i], np.float64) - base[i]) for i in idx])
-            for u in updates
-        ]
-    )
-
-
-def unflatten(delta: np.ndarray, base: Weights) -> list[np.ndarray]:
-    """``base`` plus one flat delta over its floating tensors."""
-    out = list(base)
-    at = 0
-    for i in floating(base):
-        n = int(base[i].size)
-        new = base[i].astype(np.float64) + delta[at : at + n].reshape(base[i].shape)
-        out[i] = new.astype(base[i].dtype)
-        at += n
-    return out
 
 
 class Adversary:

@@ -74,5 +74,34 @@ def weighted_average(updates: Sequence[Update], *, base: Weights) -> Weights:
     return out
 
 
+# -- updates as flat vectors: what robust rules, attacks and secure aggregation work on ----
+def floating(base: Weights) -> list[int]:
+    """Indices of the floating tensors: what an update changes (integer buffers are counts)."""
+    return [i for i, b in enumerate(base) if np.issubdtype(b.dtype, np.floating)]
+
+
+def flatten(updates: Sequence[Update], base: Weights) -> np.ndarray:
+    """The updates' deltas over the floating tensors, one row per update (float64)."""
+    idx = floating(base)
+    return np.stack(
+        [
+            np.concatenate([np.ravel(np.asarray(u.tensors[i], np.float64) - base[i]) for i in idx])
+            for u in updates
+        ]
+    )
+
+
+def unflatten(delta: np.ndarray, base: Weights) -> list[np.ndarray]:
+    """``base`` plus one flat delta over its floating tensors."""
+    out = list(base)
+    at = 0
+    for i in floating(base):
+        n = int(base[i].size)
+        new = base[i].astype(np.float64) + delta[at : at + n].reshape(base[i].shape)
+        out[i] = new.astype(base[i].dtype)
+        at += n
+    return out
+
+
 AGGREGATORS: Registry[Aggregator] = Registry("aggregator")
 AGGREGATORS.add("fedavg", weighted_average)

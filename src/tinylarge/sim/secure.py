@@ -35,7 +35,7 @@ import numpy as np
 from tinylarge.hardware.cost import Cycles
 from tinylarge.hardware.crypto import crypto_clock_hz, crypto_cycles
 from tinylarge.models.weights import Weights
-from tinylarge.sim.aggregation import Update
+from tinylarge.sim.aggregation import Update, flatten, unflatten
 
 if TYPE_CHECKING:
     from tinylarge.config import SecAggConfig
@@ -94,7 +94,6 @@ def secure_aggregate(
     round reports (``secagg_survivors``, or ``secagg_aborted`` with the reason)."""
     from tinylarge.security.secagg import STAGES, Client, SecAggAbort, Server, server_replies
 
-    floating = [i for i, b in enumerate(base) if np.issubdtype(b.dtype, np.floating)]
     by_id = {c.id: c for c in rd.participants}
     ids = sorted(u.client for u in updates if u.client not in rd.dropped)
     if len(ids) < cfg.reconstruction_threshold:
@@ -103,13 +102,8 @@ def secure_aggregate(
         if rd.ctx.privacy is not None:
             rd.ctx.privacy.record_round(rd.rnd, 0)
         return base, {"secagg_survivors": 0, "secagg_aborted": reason}
-    vectors = {
-        u.client: np.concatenate(
-            [np.ravel(np.asarray(u.tensors[i], np.float64) - base[i]) for i in floating]
-        )
-        for u in updates
-        if u.client in ids
-    }
+    kept = [u for u in updates if u.client in ids]
+    vectors = dict(zip((u.client for u in kept), flatten(kept, base), strict=True))
     private = rd.ctx.privacy  # distributed DP: an unweighted sum over the expected count
     weights = {u.client: float(u.num_samples) for u in updates if u.client in ids}
     params = round_params(cfg, len(ids))
@@ -169,12 +163,4 @@ def secure_aggregate(
     else:  # DP-FedAvg's fixed-denominator mean of the clipped, noised updates
         mean = dequantize(quantized, params, count=survivors) / private.dp.num_sampled
         private.record_round(rd.rnd, survivors)
-    out = list(base)
-    at = 0
-    for i in floating:
-        n = int(base[i].size)
-        out[i] = (base[i].astype(np.float64) + mean[at : at + n].reshape(base[i].shape)).astype(
-            base[i].dtype
-        )
-        at += n
-    return out, {"secagg_survivors": survivors}
+    return unflatten(np.asarray(mean, np.float64), base), {"secagg_survivors": survivors}
