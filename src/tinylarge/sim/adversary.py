@@ -61,6 +61,7 @@ class Adversary:
         num_classes: int,
         input_shape: Any,
         num_clients: int,
+        num_devices: int,
         data_range: tuple[float, float],
     ) -> None:
         from tinylarge.security import attacks
@@ -73,8 +74,10 @@ class Adversary:
             # one trigger for training and testing: the training set's extremes
             self.options.setdefault("trigger_low", float(data_range[0]))
             self.options.setdefault("trigger_high", float(data_range[1]))
-            # the model replacement's boost (n / server_lr) needs the clients a round averages
-            self.options.setdefault("boost", float(num_clients))
+            # model replacement (Bagdasaryan et al.: gamma = n / eta) shared by the colluding
+            # attackers of a round, so that together they replace the average, not overshoot it
+            colluding = max(1, round(len(bad) * num_clients / max(1, num_devices)))
+            self.options.setdefault("boost", float(num_clients) / colluding)
         self._num_classes = num_classes
         self._input_shape = tuple(input_shape)
         if self.data:

@@ -129,6 +129,7 @@ class Context:
                 num_classes=self.spec.num_classes,
                 input_shape=self.spec.input_shape,
                 num_clients=min(n, max(t.min_clients, round(t.fraction * n))),
+                num_devices=n,
                 data_range=(float(self.dataset.x_train.min()), float(self.dataset.x_train.max())),
             )
         self.defense: Defense | None = None
