@@ -138,3 +138,16 @@ def test_a_clean_twin_says_what_the_attack_cost(tmp_path: Path) -> None:
     assert s["accuracy_drop"] > 0.2
     on_disk = json.loads((tmp_path / "t" / "summary.json").read_text())
     assert on_disk["clean_accuracy"] == twin["accuracy"]
+
+
+def test_the_backdoor_replacement_is_shared_among_the_colluding_attackers() -> None:
+    """Bagdasaryan et al.'s gamma = n / eta replaces the average with one attacker's model;
+    b attackers of a round each boost by n / b, so that together they replace it once."""
+    from tinylarge.sim.context import Context
+
+    ctx = Context(parse_config(fleet(4, attack={"name": "backdoor"})))
+    assert ctx.adversary is not None
+    assert ctx.adversary.options["boost"] == pytest.approx(10 / 4)
+    given = Context(parse_config(fleet(4, attack={"name": "backdoor", "options": {"boost": 7}})))
+    assert given.adversary is not None
+    assert given.adversary.options["boost"] == 7
