@@ -21,6 +21,7 @@ the server.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -155,8 +156,6 @@ class Defense:
         rows = num_clients if self.pre is None else self.pre.output_rows(num_clients)
         self.rule = robust.make_rule(cfg.name, dict(cfg.options), num_clients=rows)
         self.needs_reference = cfg.name in robust.NEEDS_REFERENCE
-        #: rules that compare every pair of updates (their server work grows with n^2)
-        self.pairwise = cfg.name in ("krum", "multi-krum", "bulyan") or cfg.pre == "nnm"
 
     def aggregate(
         self,
@@ -176,6 +175,30 @@ class Defense:
             kwargs["reference"] = flatten([Update.full(-1, reference, 1)], base)[0]
         agg = self.rule(deltas, weights=weights, rng=rng, **kwargs)
         return unflatten(np.asarray(agg, np.float64), base)
+
+    def work_factor(self, n: int) -> float:
+        """The server's element-wise work over the ``n`` updates' values, relative to plain
+        averaging (one pass), as an estimate by the rule's algorithm: a per-coordinate sort for
+        the median and trimmed mean (``log2 n``), all pairwise distances for Krum, Multi-Krum,
+        Bulyan and NNM (``n``), ``T`` Weiszfeld passes at most for the geometric median,
+        ``2 L + 1`` for centered clipping, norms, cosines and the weighted sum for FLTrust
+        (its root training is billed on its own)."""
+        from tinylarge.security.robust import RULES
+
+        o = {**RULES[self.name].defaults, **self.cfg.options}
+        log_n = math.log2(max(2, n))
+        rule = {
+            "median": log_n,
+            "trimmed-mean": log_n,
+            "krum": float(n),
+            "multi-krum": float(n) + 1,
+            "bulyan": float(n) + log_n,
+            "geometric-median": float(o.get("T") or 1),
+            "centered-clipping": 2.0 * float(o.get("L") or 1) + 1,
+            "fltrust": 4.0,
+        }.get(self.name, 1.0)
+        pre = {"bucketing": 1.0, "nnm": float(n)}.get(self.cfg.pre or "", 0.0)
+        return rule + pre
 
     def state(self) -> dict[str, Any]:
         state = getattr(self.rule, "state", None)

@@ -220,8 +220,7 @@ class Round:
                 self.server(Train(self.ctx.model_profile, samples), what="fltrust-root-train")
             rng = self.ctx.rng(self.rnd, DEFENSE_STREAM)
             new = defense.aggregate(updates, base=base, rng=rng, reference=reference)
-            # a robust rule compares updates pairwise at worst (Krum, Bulyan): n values each
-            values *= max(1, len(updates)) if defense.pairwise else 1
+            values = round(values * defense.work_factor(len(updates)))
         elif private is None:
             new = AGGREGATORS["fedavg"](updates, base=base)
         else:
