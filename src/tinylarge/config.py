@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -36,6 +36,9 @@ from pydantic import (
 )
 
 from tinylarge.errors import TinylargeError, UnknownNameError
+
+if TYPE_CHECKING:
+    from tinylarge.security._secagg_base import SecAggParams
 
 #: Largest seed: numpy and torch take any 32-bit unsigned seed, and derived seeds stay in range.
 MAX_SEED = 2**32 - 1
@@ -357,19 +360,28 @@ class SecAggConfig(_Frozen):
     modulus_range: Annotated[int, Field(ge=4, le=2**64)] = 2**32
     max_weight: Annotated[float, Field(gt=0, le=1e9)] = 1000.0
 
-    @model_validator(mode="after")
-    def _consistent(self) -> SecAggConfig:
+    def params(self, clients: int) -> SecAggParams:
+        """The protocol settings for a round of ``clients``: ``num_shares`` capped at the
+        client count (the complete graph) and made odd below it (SecAgg+'s ring needs an odd
+        size). Raises :class:`TinylargeError` for settings that round cannot run."""
         from tinylarge.security._secagg_base import SecAggParams
 
+        k = min(self.num_shares, clients)
+        if k < clients and k % 2 == 0:
+            k -= 1
+        return SecAggParams(
+            num_shares=k,
+            reconstruction_threshold=self.reconstruction_threshold,
+            clipping_range=self.clipping_range,
+            quantization_range=self.quantization_range,
+            modulus_range=self.modulus_range,
+            max_weight=self.max_weight,
+        )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SecAggConfig:
         try:
-            SecAggParams(
-                num_shares=self.num_shares if self.num_shares % 2 else self.num_shares + 1,
-                reconstruction_threshold=self.reconstruction_threshold,
-                clipping_range=self.clipping_range,
-                quantization_range=self.quantization_range,
-                modulus_range=self.modulus_range,
-                max_weight=self.max_weight,
-            )
+            self.params(self.num_shares)  # the complete graph of num_shares clients
         except TinylargeError as exc:
             raise ValueError(str(exc)) from None
         return self
@@ -494,6 +506,13 @@ class ExperimentConfig(_Frozen):
                     f"exceeds num_shares {sa.num_shares} or the {most:,} clients a round "
                     f"takes; allowed: 2..{min(sa.num_shares, most)}"
                 )
+            try:  # what a full round really runs: an even num_shares below it loses one
+                sa.params(most)
+            except TinylargeError as exc:
+                raise ValueError(
+                    f"privacy.secagg with {most:,} clients a round: {exc} (below the round's "
+                    "client count num_shares runs odd, as SecAgg+'s ring needs)"
+                ) from None
             if sa.quantization_range * most > sa.modulus_range:
                 raise ValueError(
                     f"privacy.secagg: {most:,} clients' quantized inputs (quantization_range "

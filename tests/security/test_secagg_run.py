@@ -152,6 +152,20 @@ def test_bad_secagg_settings_are_one_line(secagg: dict[str, Any], match: str) ->
     assert "\n" not in str(err.value)
 
 
+def test_an_even_num_shares_is_checked_as_it_will_run(tmp_path: Path) -> None:
+    """Below the round's client count SecAgg+'s ring needs an odd size, so num_shares 4 runs
+    as 3 with 6 clients: threshold 4 is refused up front, not in the first round."""
+    cfg = small_task(privacy={"secagg": {"num_shares": 4, "reconstruction_threshold": 4}})
+    cfg["topology"]["devices"][0]["count"] = 4  # 6 clients a round
+    with pytest.raises(ConfigError, match=r"with 6 clients a round: .*exceeds num_shares 3"):
+        parse_config(cfg)
+    # with 4 clients num_shares 4 is the complete graph, and threshold 4 runs
+    ok = small_task(
+        privacy={"secagg": {"num_shares": 4, "reconstruction_threshold": 4}}, training={"rounds": 1}
+    )
+    assert run_experiment(parse_config(ok), out=tmp_path / "r", progress=False)["rounds"] == 1
+
+
 def test_schemes_without_secure_averaging_refuse_it() -> None:
     cfg = parse_config(secagg_task(scheme={"name": "fedgkt"}))
     with pytest.raises(ConfigError, match=r"privacy\.secagg: scheme 'fedgkt'"):

@@ -46,24 +46,6 @@ if TYPE_CHECKING:
 _SECAGG_STREAM = 43
 
 
-def round_params(cfg: SecAggConfig, clients: int) -> Any:
-    """The protocol settings for a round of ``clients``: ``num_shares`` capped at the client
-    count (the complete graph) and made odd below it (SecAgg+'s ring needs an odd size)."""
-    from tinylarge.security.secagg import SecAggParams
-
-    k = min(cfg.num_shares, clients)
-    if k < clients and k % 2 == 0:
-        k -= 1
-    return SecAggParams(
-        num_shares=k,
-        reconstruction_threshold=cfg.reconstruction_threshold,
-        clipping_range=cfg.clipping_range,
-        quantization_range=cfg.quantization_range,
-        modulus_range=cfg.modulus_range,
-        max_weight=cfg.max_weight,
-    )
-
-
 def ledger_name(kind: str) -> str:
     """A protocol message kind as the ledger's ``what``: ``public_keys`` ->
     ``secagg-public-keys``."""
@@ -106,7 +88,7 @@ def secure_aggregate(
     vectors = dict(zip((u.client for u in kept), flatten(kept, base), strict=True))
     private = rd.ctx.privacy  # distributed DP: an unweighted sum over the expected count
     weights = {u.client: float(u.num_samples) for u in updates if u.client in ids}
-    params = round_params(cfg, len(ids))
+    params = cfg.params(len(ids))
     seed = int(
         np.random.SeedSequence([rd.ctx.seed, rd.rnd + 1, _SECAGG_STREAM]).generate_state(1)[0]
     )
