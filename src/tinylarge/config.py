@@ -267,6 +267,20 @@ class TrainingConfig(_Frozen):
     optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+    def per_round(self, pool: int) -> int:
+        """How many of ``pool`` devices a round samples: ``round(fraction * pool)`` (at least
+        ``min_clients``, at most ``pool``); with Poisson sampling the nearest integer to the
+        expected number, at least 1."""
+        if self.sampling == "poisson":
+            return max(1, round(self.fraction * pool))
+        return min(pool, max(self.min_clients, round(self.fraction * pool)))
+
+    def most_per_round(self, pool: int) -> int:
+        """The most devices a round can take: :meth:`per_round`, or all of ``pool`` with
+        Poisson sampling."""
+        return pool if self.sampling == "poisson" else self.per_round(pool)
+
     #: Stop after the first evaluated round whose test accuracy is at least this (0 < x <= 1).
     target_accuracy: Annotated[float, Field(gt=0, le=1)] | None = None
 
@@ -496,10 +510,7 @@ class ExperimentConfig(_Frozen):
             )
         sa = self.privacy.secagg
         if sa is not None:
-            t = self.training
-            most = (
-                n if t.sampling == "poisson" else min(n, max(t.min_clients, round(t.fraction * n)))
-            )
+            most = self.training.most_per_round(n)
             if sa.reconstruction_threshold > min(sa.num_shares, most):
                 raise ValueError(
                     f"privacy.secagg.reconstruction_threshold {sa.reconstruction_threshold} "

@@ -46,7 +46,7 @@ from tinylarge.models.zoo import ModelSpec
 from tinylarge.network.link import Link, TransferResult
 from tinylarge.sim.backends import Backend, make_backend
 from tinylarge.sim.ledger import Event, Kind, Ledger, Side
-from tinylarge.sim.rounds import Round, expected_participants, sample
+from tinylarge.sim.rounds import Round, sample
 from tinylarge.sim.training import TrainSettings, evaluate
 
 if TYPE_CHECKING:
@@ -121,14 +121,13 @@ class Context:
         if config.attack is not None:
             from tinylarge.sim.adversary import Adversary, malicious_clients
 
-            t = config.training
             n = config.topology.num_devices
             self.adversary = Adversary(
                 config.attack,
                 malicious_clients(config, self.rng(-1, 61)),
                 num_classes=self.spec.num_classes,
                 input_shape=self.spec.input_shape,
-                num_clients=min(n, max(t.min_clients, round(t.fraction * n))),
+                num_clients=config.training.per_round(n),
                 num_devices=n,
                 data_range=(float(self.dataset.x_train.min()), float(self.dataset.x_train.max())),
             )
@@ -250,7 +249,7 @@ class Context:
             from tinylarge.sim.adversary import Defense
 
             self.defense = Defense(
-                self.config.defense, num_clients=expected_participants(self, len(pool))
+                self.config.defense, num_clients=self.config.training.per_round(len(pool))
             )
         dp = self.config.privacy.dp
         if dp is None:
@@ -261,7 +260,7 @@ class Context:
         self.privacy = private_averaging(
             dp,
             population=len(pool),
-            per_round=expected_participants(self, len(pool)),
+            per_round=self.config.training.per_round(len(pool)),
             sampling=t.sampling,
             fraction=t.fraction,
             rounds=t.rounds,

@@ -89,18 +89,9 @@ def sample(ctx: Context, rnd: int, pool: Sequence[Client]) -> list[Client]:
     if t.sampling == "poisson":  # each device independently with probability ``fraction``
         picked = ctx.rng(rnd, 1).random(len(pool)) < t.fraction
         return [c for c, p in zip(pool, picked, strict=True) if p]
-    k = expected_participants(ctx, len(pool))
+    k = t.per_round(len(pool))
     chosen = ctx.rng(rnd, 1).choice(len(pool), size=k, replace=False)
     return [pool[i] for i in sorted(chosen)]
-
-
-def expected_participants(ctx: Context, pool_size: int) -> int:
-    """How many devices a round samples from a pool of ``pool_size`` (with Poisson sampling,
-    the nearest integer to the expected number, at least 1)."""
-    t = ctx.config.training
-    if t.sampling == "poisson":
-        return max(1, round(t.fraction * pool_size))
-    return min(pool_size, max(t.min_clients, round(t.fraction * pool_size)))
 
 
 def shares(clients: Sequence[Client]) -> dict[int, float]:

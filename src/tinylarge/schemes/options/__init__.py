@@ -103,9 +103,7 @@ def _security_problems(cfg: ExperimentConfig) -> list[str]:
         return problems
     from tinylarge.errors import TinylargeError
 
-    t = cfg.training
-    n = cfg.topology.num_devices
-    per_round = n if t.sampling == "poisson" else min(n, max(t.min_clients, round(t.fraction * n)))
+    per_round = cfg.training.most_per_round(cfg.topology.num_devices)
     bad = sum(g.num_malicious for g in cfg.topology.devices)
     if cfg.attack is not None:
         from tinylarge.security import attacks
