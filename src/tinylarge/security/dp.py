@@ -30,13 +30,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tinylarge.errors import TinylargeError
 from tinylarge.models.weights import Weights
 from tinylarge.sim.aggregation import Update
+
+if TYPE_CHECKING:
+    from tinylarge.security.accounting import Sampling
 
 #: Where clipping happens: on the server (it sees each update) or on the device.
 CLIPPINGS = ("server-fixed", "server-adaptive", "client-fixed")
@@ -274,30 +277,36 @@ class PrivateAveraging:
     dp: UserDp
     delta: float
     accountant: str
-    sampling: str
+    sampling: Sampling
     population: int
     sampling_rate: float
     #: Distributed DP: the noise multiplier each round's sum really carried (``None``: the
     #: round released nothing, e.g. secure aggregation aborted), by round.
     realized: dict[int, float | None] = field(default_factory=dict)
 
-    @property
-    def accounted_multiplier(self) -> float:
-        """The noise multiplier (noise std over the clipping norm) the accountant is given;
-        it halves it itself under fixed-size sampling's replace-one relation."""
-        return self.dp.noise_multiplier
-
     def epsilon(self, rounds: int) -> float:
-        """epsilon at :attr:`delta` after ``rounds`` noised aggregations (0 before any)."""
+        """epsilon at :attr:`delta` after ``rounds`` noised aggregations (0 before any). The
+        accountant is given the noise multiplier (noise std over the clipping norm) and halves
+        it itself under fixed-size sampling's replace-one relation."""
         if rounds <= 0:
             return 0.0
-        if self.accounted_multiplier == 0:
+        if self.dp.noise_multiplier == 0:
             return math.inf  # no noise: no privacy
         if self.dp.distributed:
             return self._distributed_epsilon(rounds)
-        from tinylarge.security.accounting import epsilon
+        from tinylarge.security.accounting import DpSpec, epsilon
 
-        return epsilon(self._spec(self.accounted_multiplier, rounds))
+        return epsilon(
+            DpSpec(
+                noise_multiplier=self.dp.noise_multiplier,
+                sampling_rate=self.sampling_rate,
+                steps=rounds,
+                delta=self.delta,
+                accountant=self.accountant,
+                sampling=self.sampling,
+                population=self.population,
+            )
+        )
 
     def _distributed_epsilon(self, rounds: int) -> float:
         """Each round composed at the multiplier its sum really carried: dropped devices' noise
@@ -307,7 +316,7 @@ class PrivateAveraging:
         acct = Accountant(
             delta=self.delta,
             accountant=self.accountant,
-            sampling="poisson" if self.sampling == "poisson" else "fixed",
+            sampling=self.sampling,
             population=self.population,
         )
         for rnd in range(rounds):
@@ -336,19 +345,6 @@ class PrivateAveraging:
         values = [float(v) for v in state.get("realized", [])]
         self.realized = {r: (None if v < 0 else v) for r, v in zip(rounds, values, strict=True)}
 
-    def _spec(self, multiplier: float, rounds: int) -> Any:
-        from tinylarge.security.accounting import DpSpec
-
-        return DpSpec(
-            noise_multiplier=multiplier,
-            sampling_rate=self.sampling_rate,
-            steps=rounds,
-            delta=self.delta,
-            accountant=self.accountant,
-            sampling="poisson" if self.sampling == "poisson" else "fixed",
-            population=self.population,
-        )
-
     def summary(self, rounds: int) -> dict[str, Any]:
         """summary.json's privacy keys."""
         return {
@@ -368,7 +364,7 @@ def private_averaging(
     *,
     population: int,
     per_round: int,
-    sampling: str,
+    sampling: Sampling,
     fraction: float,
     rounds: int,
     distributed: bool = False,
@@ -385,10 +381,23 @@ def private_averaging(
             f"n = {population:,} devices that can take part"
         )
     rate = fraction if sampling == "poisson" else per_round / population
-    run = PrivateAveraging(
+    z = cfg.noise_multiplier
+    if z is None:
+        from tinylarge.security.accounting import solve_noise_multiplier
+
+        z = solve_noise_multiplier(
+            cfg.target_epsilon,
+            sampling_rate=rate,
+            steps=rounds,
+            delta=cfg.delta,
+            accountant=cfg.accountant,
+            sampling=sampling,
+            population=population,
+        )
+    return PrivateAveraging(
         dp=UserDp(
             clipping=cfg.clipping,
-            noise_multiplier=0.0,
+            noise_multiplier=float(z),
             num_sampled=per_round,
             clipping_norm=cfg.initial_clipping_norm
             if cfg.clipping == "server-adaptive"
@@ -404,20 +413,3 @@ def private_averaging(
         population=population,
         sampling_rate=rate,
     )
-    z = cfg.noise_multiplier
-    if z is None:
-        from tinylarge.security.accounting import solve_noise_multiplier
-
-        solved = solve_noise_multiplier(
-            cfg.target_epsilon,
-            sampling_rate=rate,
-            steps=rounds,
-            delta=cfg.delta,
-            accountant=cfg.accountant,
-            sampling="poisson" if sampling == "poisson" else "fixed",
-            population=population,
-        )
-        z = solved
-    run.dp.noise_multiplier = float(z)
-    run.dp.__post_init__()  # re-check adaptive clipping's share of the budget with the real z
-    return run
