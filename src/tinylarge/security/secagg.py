@@ -102,6 +102,7 @@ __all__ = [
     "secure_sum",
     "server_replies",
     "weight_units",
+    "weighted_mean",
 ]
 
 #: Largest client id: Shamir abscissas are ``id + 1`` in 32 bits.
@@ -124,6 +125,16 @@ def server_replies(server: Server) -> tuple[Callable[[Mapping[int, bytes]], dict
     """The server's answers to the replies of stages 1 to 3 (stage 4's ends the round:
     :meth:`Server.on_unmask_shares`)."""
     return (server.on_public_keys, server.on_encrypted_shares, server.on_masked_inputs)
+
+
+def weighted_mean(
+    quantized_sum: NDArray[np.uint64], params: SecAggParams, *, count: int
+) -> tuple[NDArray[np.float64], float]:
+    """The weighted mean of ``count`` weighted inputs from their quantized sum (the last
+    element is the summed weight, see the module docstring), and that summed weight."""
+    ratio_sum = float(quantized_sum[-1]) / (params.quantization_range - 1)
+    mean = dequantize(quantized_sum[:-1], params, count=count) / ratio_sum
+    return mean, ratio_sum * params.max_weight
 
 
 @dataclass(frozen=True)
@@ -270,9 +281,7 @@ def secure_sum(
     if weights is None:
         total = dequantize(quantized_sum, params, count=len(survivors))
     else:
-        ratio_sum = float(quantized_sum[-1]) / (params.quantization_range - 1)
-        weight_sum = ratio_sum * params.max_weight
-        total = dequantize(quantized_sum[:-1], params, count=len(survivors)) / ratio_sum
+        total, weight_sum = weighted_mean(quantized_sum, params, count=len(survivors))
     ops: dict[int | str, OpCount] = {cid: OpCount.of(c.ops) for cid, c in clients.items()}
     ops[SERVER] = OpCount.of(server.ops)
     return SecAggResult(

@@ -76,17 +76,20 @@ def secure_aggregate(
     round reports (``secagg_survivors``, or ``secagg_aborted`` with the reason)."""
     from tinylarge.security.secagg import STAGES, Client, SecAggAbort, Server, server_replies
 
+    private = rd.ctx.privacy  # distributed DP: an unweighted sum over the expected count
+
+    def aborted(reason: str) -> tuple[Weights, dict[str, Any]]:
+        if private is not None:
+            private.record_round(rd.rnd, 0)  # nothing released, nothing spent
+        return base, {"secagg_survivors": 0, "secagg_aborted": reason}
+
     by_id = {c.id: c for c in rd.participants}
     ids = sorted(u.client for u in updates if u.client not in rd.dropped)
     if len(ids) < cfg.reconstruction_threshold:
         t = cfg.reconstruction_threshold
-        reason = f"secure aggregation not started: {len(ids)} clients left, threshold {t}"
-        if rd.ctx.privacy is not None:
-            rd.ctx.privacy.record_round(rd.rnd, 0)
-        return base, {"secagg_survivors": 0, "secagg_aborted": reason}
+        return aborted(f"secure aggregation not started: {len(ids)} clients left, threshold {t}")
     kept = [u for u in updates if u.client in ids]
     vectors = dict(zip((u.client for u in kept), flatten(kept, base), strict=True))
-    private = rd.ctx.privacy  # distributed DP: an unweighted sum over the expected count
     weights = {u.client: float(u.num_samples) for u in updates if u.client in ids}
     params = cfg.params(len(ids))
     seed = int(
@@ -129,19 +132,16 @@ def secure_aggregate(
         before = dict(server.ops)
         quantized = server.on_unmask_shares(uploads)
     except SecAggAbort as abort:
-        if private is not None:
-            private.record_round(rd.rnd, 0)
-        return base, {"secagg_survivors": 0, "secagg_aborted": abort.reason}
+        return aborted(abort.reason)
     cycles = _cycles(rd.ctx.server, before, server.ops,
                      threshold=params.reconstruction_threshold,
                      mask_elements=server.elements * (len(ids) + 1))  # fmt: skip
     rd.server(Cycles(cycles, crypto_clock_hz(rd.ctx.server)), what="secagg-unmask")
-    from tinylarge.security.secagg import dequantize
+    from tinylarge.security.secagg import dequantize, weighted_mean
 
     survivors = len(server.survivors)
     if private is None:  # the sample-weighted mean, FedAvg's
-        ratio = float(quantized[-1]) / (params.quantization_range - 1)
-        mean = dequantize(quantized[:-1], params, count=survivors) / ratio
+        mean, _ = weighted_mean(quantized, params, count=survivors)
     else:  # DP-FedAvg's fixed-denominator mean of the clipped, noised updates
         mean = dequantize(quantized, params, count=survivors) / private.dp.num_sampled
         private.record_round(rd.rnd, survivors)
