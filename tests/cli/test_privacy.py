@@ -8,12 +8,10 @@ output says what was computed.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from typing import Any
 
 import pytest
-from tests.cli.test_startup import PROBE, REPO
+from tests.cli.test_startup import run_fresh
 
 from tinylarge.cli.app import main
 
@@ -142,15 +140,6 @@ def test_bad_input_is_one_line_and_exit_2(
 
 def test_privacy_imports_no_pytorch() -> None:
     """dp-accounting brings numpy and scipy, which the command needs; never PyTorch."""
-    heavy = ["torch", "opacus", "onnx", "onnxruntime", "sklearn", "transformers", "ray"]
-    argv = [["privacy", "--noise-multiplier", "1.3", *ROW, "--json"]]
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(argv), json.dumps(heavy)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=True,
-        timeout=120,
-    )
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    heavy = ("torch", "opacus", "onnx", "onnxruntime", "sklearn", "transformers", "ray")
+    result = run_fresh(["privacy", "--noise-multiplier", "1.3", *ROW, "--json"], heavy=heavy)
     assert result == {"codes": [0], "heavy": []}

@@ -33,9 +33,11 @@ print(json.dumps({"codes": codes, "heavy": heavy}))
 """
 
 
-def run_fresh(*commands: list[str]) -> dict[str, list[object]]:
+def run_fresh(*commands: list[str], heavy: tuple[str, ...] = HEAVY) -> dict[str, list[object]]:
+    """Run ``commands`` in one fresh interpreter: their exit codes, and which of ``heavy``
+    they imported."""
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(commands), json.dumps(HEAVY)],
+        [sys.executable, "-c", PROBE, json.dumps(commands), json.dumps(heavy)],
         capture_output=True,
         text=True,
         cwd=REPO,
