@@ -405,10 +405,11 @@ def dpsgd_memory(
 
 
 # -- work ----------------------------------------------------------------------------------------
-def dpsgd_extra_macs(profile: ModelProfile, *, batch_size: int) -> int:
-    """MAC-equivalents one DP-SGD step of ``batch_size`` examples adds to plain training.
+def dpsgd_extra_macs(profile: ModelProfile, *, batch_size: int, steps: int = 1) -> int:
+    """MAC-equivalents DP-SGD adds to plain training over ``steps`` steps that took
+    ``batch_size`` examples in all (one step of ``batch_size`` by default).
 
-    ``batch * (sum over layers with parameters of (MACs + output elements) + 2 P) + 3 P``:
+    ``batch * (sum over layers with parameters of (MACs + output elements) + 2 P) + 3 P steps``:
 
     - per-sample gradients: a layer's weight gradient, computed per example, costs its forward
       MACs (Opacus's einsums over activations and backprops, ``opacus/grad_sample/``), and
@@ -421,23 +422,24 @@ def dpsgd_extra_macs(profile: ModelProfile, *, batch_size: int) -> int:
     ``P`` is ``profile.params``. The per-sample gradient term is checked against PyTorch's
     FLOP counter in the tests.
     """
-    if batch_size < 0:
-        raise TinylargeError(f"batch_size must be >= 0, got {batch_size}")
+    if batch_size < 0 or steps < 0:
+        raise TinylargeError(f"batch_size and steps must be >= 0, got {batch_size}, {steps}")
     per_sample = sum(
         layer.macs + math.prod(layer.output_shape) for layer in profile.layers if layer.params > 0
     )
     per_sample += CLIP_OPS_PER_PARAM * profile.params
-    return batch_size * per_sample + NOISE_OPS_PER_PARAM * profile.params
+    return batch_size * per_sample + steps * NOISE_OPS_PER_PARAM * profile.params
 
 
 def dpsgd_backward_factor(
-    profile: ModelProfile, *, batch_size: int, backward_factor: float = 2.0
+    profile: ModelProfile, *, batch_size: int, backward_factor: float = 2.0, steps: int = 1
 ) -> float:
-    """The ``backward_factor`` that bills DP-SGD as :class:`~tinylarge.hardware.cost.Train`.
+    """The ``backward_factor`` that bills DP-SGD as :class:`~tinylarge.hardware.cost.Train`
+    (``batch_size`` examples in all over ``steps`` steps: one step by default).
 
     Plain training costs ``(1 + backward_factor)`` forward passes per example; DP-SGD adds
-    :func:`dpsgd_extra_macs` per step of ``batch_size``, i.e. that over ``batch_size *
-    profile.macs`` forward passes per example. About ``backward_factor + 1`` for convolutional
+    :func:`dpsgd_extra_macs`, i.e. that over ``batch_size * profile.macs`` forward passes per
+    example. About ``backward_factor + 1`` for convolutional
     models (the per-sample weight gradients repeat the weight gradient), more for models with
     many parameters per MAC, where clipping dominates.
     """
@@ -445,6 +447,6 @@ def dpsgd_backward_factor(
         raise TinylargeError(f"batch_size must be >= 1, got {batch_size}")
     if profile.macs <= 0:
         raise TinylargeError(f"model {profile.name!r} has no MACs to scale the extra work by")
-    return backward_factor + dpsgd_extra_macs(profile, batch_size=batch_size) / (
+    return backward_factor + dpsgd_extra_macs(profile, batch_size=batch_size, steps=steps) / (
         batch_size * profile.macs
     )

@@ -294,17 +294,15 @@ class Context:
         """A device's local training of the run's model, ``examples`` examples (with repeats)
         in ``steps`` optimizer steps, as work to price: backpropagation, or under
         ``privacy.dpsgd`` DP-SGD, whose per-sample gradients and clipping (per example) and
-        noise (per step) raise the backward factor by their MACs
-        (:func:`tinylarge.security.dpsgd.dpsgd_extra_macs`) over the forward passes'."""
+        noise (per step) raise the backward factor
+        (:func:`tinylarge.security.dpsgd.dpsgd_backward_factor`)."""
         profile = self.model_profile
         if self.dpsgd is None or examples == 0:
             return Train(profile, examples)
-        from tinylarge.security.dpsgd import dpsgd_extra_macs
+        from tinylarge.security.dpsgd import dpsgd_backward_factor
 
-        per_step = dpsgd_extra_macs(profile, batch_size=0)
-        per_example = dpsgd_extra_macs(profile, batch_size=1) - per_step
-        extra = per_example * examples + per_step * steps
-        return Train(profile, examples, backward_factor=2.0 + extra / (examples * profile.macs))
+        factor = dpsgd_backward_factor(profile, batch_size=examples, steps=steps)
+        return Train(profile, examples, backward_factor=factor)
 
     def spend_privacy(self, steps: Mapping[int, int]) -> None:
         """Compose the DP-SGD steps each device took this round into its account
