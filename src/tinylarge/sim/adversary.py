@@ -79,7 +79,6 @@ class Adversary:
             # attackers of a round, so that together they replace the average, not overshoot it
             colluding = max(1, round(len(bad) * num_clients / max(1, num_devices)))
             self.options.setdefault("boost", float(num_clients) / colluding)
-        self._num_classes = num_classes
         self._input_shape = tuple(input_shape)
         if self.data:
             self.data_attack = attacks.make_data_attack(
@@ -102,8 +101,8 @@ class Adversary:
         """What the round's devices send: the malicious ones' updates replaced by the update
         attack (or boosted, for the backdoor's model replacement); honest ones unchanged."""
         bad = [i for i, u in enumerate(updates) if u.client in self.malicious]
-        if not bad:
-            return list(updates)
+        if not bad or (self.update_attack is None and float(self.data_attack.boost) == 1.0):
+            return list(updates)  # nobody attacks, or the poison is in the training only
         deltas = flatten(updates, base)
         honest = [i for i in range(len(updates)) if i not in bad]
         if self.update_attack is not None:
