@@ -49,6 +49,8 @@ DEFENSES = (
     "centered-clipping+bucketing",
     "fltrust",
 )
+#: The attacks' options in the reference table (each attack's own defaults otherwise).
+STRENGTHS: dict[str, dict[str, Any]] = {}
 #: Rules (and pre-aggregators) whose ``f`` is the number of malicious clients.
 TAKES_F = frozenset({"krum", "multi-krum", "bulyan", "nnm"})
 #: Named combinations: column name -> (rule, pre-aggregator).
@@ -57,21 +59,51 @@ COMBOS: dict[str, tuple[str, str | None]] = {
 }
 
 
-def defense_section(column: str, f: int, n: int) -> dict[str, Any] | None:
+def parse_settings(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["sign-flip.scale=4", ...]`` as ``{"sign-flip": {"scale": 4.0}}`` (numbers as float
+    or int, anything else as text)."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        name, dot, option = key.rpartition(".")
+        if not sep or not dot or not name or not option:
+            raise SystemExit(f"--set wants NAME.OPTION=VALUE, got {item!r}")
+        value: Any = text
+        for kind in (int, float):
+            try:
+                value = kind(text)
+                break
+            except ValueError:
+                continue
+        out.setdefault(name, {})[option] = value
+    return out
+
+
+def defense_section(
+    column: str, f: int, n: int, settings: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any] | None:
     """The config's ``defense`` for a column with ``f`` attackers among ``n``; None if the
-    rule cannot run there (bulyan below ``n = 4f + 3``)."""
+    rule cannot run there (bulyan below ``n = 4f + 3``). ``settings`` are options per rule
+    or pre-aggregator name (``--set``)."""
+    settings = settings or {}
     rule, pre = COMBOS.get(column, (column, None))
     if pre is None and "+" in column:
         rule, pre = column.split("+", 1)
     if rule == "bulyan" and n < 4 * f + 3:
         return None
     out: dict[str, Any] = {"name": rule}
+    options = dict(settings.get(rule, {}))
     if rule in TAKES_F:
-        out["options"] = {"f": f}
+        options["f"] = f
+    if options:
+        out["options"] = options
     if pre is not None:
         out["pre"] = pre
+        pre_options = dict(settings.get(pre, {}))
         if pre in TAKES_F:
-            out["pre_options"] = {"f": f}
+            pre_options["f"] = f
+        if pre_options:
+            out["pre_options"] = pre_options
     return out
 
 
@@ -112,6 +144,9 @@ def config(
     }
     if attack is not None:
         cfg["attack"] = {"name": attack}
+        options = {**STRENGTHS.get(attack, {}), **args.settings.get(attack, {})}
+        if options:
+            cfg["attack"]["options"] = options
     if defense is not None:
         cfg["defense"] = defense
     return parse_config(cfg)
@@ -137,8 +172,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--subset", type=int, default=20000)
     p.add_argument("--alpha", type=float, default=1.0, help="Dirichlet label-skew alpha")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME.OPTION=VALUE",
+        help="an attack's or defense's option, e.g. ipm.epsilon=0.5 or centered-clipping.tau=1",
+    )
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
+    args.settings = parse_settings(args.set)
     if args.quick:
         args.rounds, args.clients, args.subset = 2, 10, 2000
         if args.attacks == ",".join(ATTACKS):
@@ -164,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         for attack, share, bad in plans:
             row = table.setdefault((attack, share), {})
             for col in columns:
-                defense = None if col == "FedAvg" else defense_section(col, bad, n)
+                defense = None if col == "FedAvg" else defense_section(col, bad, n, args.settings)
                 if col != "FedAvg" and defense is None:
                     row[col] = None
                     continue

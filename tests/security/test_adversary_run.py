@@ -151,3 +151,53 @@ def test_the_backdoor_replacement_is_shared_among_the_colluding_attackers() -> N
     given = Context(parse_config(fleet(4, attack={"name": "backdoor", "options": {"boost": 7}})))
     assert given.adversary is not None
     assert given.adversary.options["boost"] == 7
+
+
+def test_a_boosted_label_flipper_sends_its_update_scaled() -> None:
+    """Label flipping with ``boost`` b sends ``base + b * (trained - base)``; honest updates
+    and an unboosted flipper's are passed through untouched."""
+    import numpy as np
+
+    from tinylarge.sim.aggregation import Update
+    from tinylarge.sim.context import Context
+
+    base = [np.ones((2, 3), np.float32), np.zeros(3, np.float32)]
+    trained = [np.full((2, 3), 1.5, np.float32), np.full(3, -1.0, np.float32)]
+    for boost in (1.0, 3.0):
+        attack = {"name": "label-flip", "options": {"boost": boost}}
+        ctx = Context(parse_config(fleet(1, attack=attack)))
+        assert ctx.adversary is not None
+        bad = next(iter(ctx.adversary.malicious))
+        good = next(c for c in range(10) if c != bad)
+        updates = [Update(bad, trained, 50), Update(good, trained, 50)]
+        sent = ctx.adversary.corrupt(updates, base=base, rng=np.random.default_rng(0))
+        assert np.allclose(sent[0].tensors[0], 1.0 + boost * 0.5)
+        assert np.allclose(sent[0].tensors[1], -boost)
+        assert sent[1] is updates[1]
+
+
+@pytest.mark.parametrize(
+    ("defense", "line"),
+    [
+        ({"name": "krum", "options": {"f": 4}}, "krum: f=4 Byzantine of n=10 clients"),
+        ({"name": "bulyan", "options": {"f": 2}}, "bulyan: f=2 Byzantine of n=10 clients"),
+        ({"name": "trimmed-mean", "options": {"beta": 0.5}}, "0 <= beta < 0.5"),
+    ],
+)
+def test_the_cli_refuses_what_a_rule_cannot_tolerate_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], defense: dict[str, Any], line: str
+) -> None:
+    """More Byzantine clients than Krum tolerates, Bulyan's n < 4f + 3, a trimmed fraction
+    of one half: ``validate`` and ``run`` print one line, exit 2 and write nothing."""
+    import yaml
+
+    from tinylarge.cli.app import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(fleet(2, attack={"name": "alie"}, defense=defense)))
+    for argv in (["validate", str(path)], ["run", str(path), "--out", str(tmp_path / "r")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert line in err
+        assert len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()

@@ -100,6 +100,7 @@ def test_label_flip_maps_y_to_9_minus_y() -> None:
     assert np.array_equal(x2, x)
     assert attack.boost == 1.0
     assert y.tolist() == list(range(10))  # input untouched
+    assert make_data_attack("label-flip", {"boost": 4}, num_classes=10, input_shape=(3,)).boost == 4
 
 
 def _checker_corner(lo: float, hi: float) -> np.ndarray:
@@ -254,7 +255,8 @@ def test_backdoor_success_of_always_target_is_one_and_of_trigger_blind_is_zero()
         ("data", "backdoor", {"target_label": 10}, 10, 2, "target_label must be >= 0 and < 10"),
         ("data", "backdoor", {"target_label": -1}, 10, 2, "target_label must be >= 0"),
         ("data", "backdoor", {"boost": 0}, 10, 2, "option boost must be > 0"),
-        ("data", "label-flip", {"to": 1}, 10, 2, "unknown option 'to'; known: none"),
+        ("data", "label-flip", {"to": 1}, 10, 2, "unknown option 'to'; known: boost"),
+        ("data", "label-flip", {"boost": -2}, 10, 2, "option boost must be > 0"),
         ("data", "ipm", {}, 10, 2, "unknown data attack 'ipm'"),
     ],
 )

@@ -99,14 +99,22 @@ def backdoor_success(
 @dataclasses.dataclass
 class LabelFlip(AttackOptions):
     """Every label ``y`` becomes ``num_classes - 1 - y`` (``9 - y`` for ten classes), as
-    the byzantine-robust-noniid-optimizer code (``codes/attacks/labelflipping.py``)."""
+    the byzantine-robust-noniid-optimizer code (``codes/attacks/labelflipping.py``).
+
+    ``boost`` (default 1: plain label flipping) scales the update trained on the flipped
+    labels before it is sent, the explicit boosting of Bhagoji et al. 2019 ("Analyzing
+    federated learning through an adversarial lens", https://arxiv.org/abs/1811.12470),
+    so that a minority of flippers is not simply averaged away.
+    """
 
     NAME = "label-flip"
+    boost: float = option(1.0)
     num_classes: int | None = None
     input_shape: tuple[int, ...] = ()
     num_clients: int | None = None
 
-    boost = 1.0
+    def __post_init__(self) -> None:
+        self.boost = number(self.NAME, "boost", self.boost, low=0.0, low_open=True)
 
     def poison(
         self, x: np.ndarray, y: np.ndarray, *, rng: np.random.Generator
