@@ -8,7 +8,7 @@ in ONNX Runtime and prints the share of predictions that change against the
 fp32 student on the training rows (needs no test labels) and on the test rows,
 and int8 - fp32 test accuracy in points.
 
-    TINYLARGE_DATA=../shared/datasets .venv/bin/python bench/calibration.py [--seeds 0,1,2]
+    TINYLARGE_DATA=../shared/datasets .venv/bin/python bench/int8_calibration.py [--seeds 0,1,2]
 """
 
 from __future__ import annotations
