@@ -171,6 +171,9 @@ class DeviceGroup(_Frozen):
     #: Malicious devices in the group (``attack``): a count (an integer) or a share (a
     #: number with a point, 0.0 to 1.0). They are devices like the others: linked, billed.
     malicious: Annotated[int, Field(ge=0, le=MAX_DEVICES)] | Annotated[float, Field(ge=0, le=1)] = 0
+    #: Inference stack for the group's int8 inference (``x-cube-ai@9.0``; docs/devices.md);
+    #: ``None``: the profile's own.
+    stack: str | None = None
 
     @property
     def num_malicious(self) -> int:
@@ -194,6 +197,19 @@ class DeviceGroup(_Frozen):
         from tinylarge.hardware.catalogue import get_device
 
         return _check_name(get_device, v)
+
+    @model_validator(mode="after")
+    def _stack_runs_on_the_profile(self) -> DeviceGroup:
+        if self.stack is not None:
+            from tinylarge.hardware.catalogue import get_device
+            from tinylarge.hardware.stacks import check_stack
+
+            device = get_device(self.profile)
+            try:
+                check_stack(device.id, device.core, self.stack)
+            except TinylargeError as exc:
+                raise ValueError(str(exc)) from None
+        return self
 
     @field_validator("link")
     @classmethod

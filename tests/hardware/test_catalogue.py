@@ -135,12 +135,15 @@ def test_loaded_profiles_hold_the_files_figures_unchanged() -> None:
     assert set(entries) == set(device_ids())
     for device_id, entry in entries.items():
         d = get_device(device_id).to_dict()
-        for key in (
+        # a device with a stack takes its int8 rate and, where its energy runs are
+        # published, its power from the stack (tests/hardware/test_stacks.py)
+        from_stack = {"int8_macs_per_s", "active_power_w"} if "stack" in entry else set()
+        for key in {
             "name", "tier", "sram_bytes", "sram_contiguous_bytes", "flash_bytes", "clock_hz",
             "int8_macs_per_s", "fp32_macs_per_s", "runtime", "active_power_w", "idle_power_w",
-            "can_train", "op_overhead_s",
-        ):  # fmt: skip
-            assert d[key] == entry[key], (device_id, key)
+            "can_train", "op_overhead_s", "core", "stack",
+        } - from_stack:  # fmt: skip
+            assert d[key] == entry.get(key), (device_id, key)
         assert d["radios"] == list(entry["radios"])
         assert d["sources"] == list(entry["sources"])
         assert d["notes"] == " ".join(entry["notes"].split())  # YAML folding only

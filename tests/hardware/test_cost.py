@@ -43,15 +43,25 @@ def test_inference_matches_the_formula_by_hand() -> None:
     d = get_device("stm32l4r5")
     dw = LayerProfile("dw", "depthwise_conv", 200_000, 10, (8, 8, 16), 1024)
     model = _model(_conv(1_000_000), dw)
+    # int8 runs at the stack's rates (int8_op_efficiency / int8_op_overhead_s) ...
+    assert d.int8_op_efficiency is not None
+    assert d.int8_op_overhead_s is not None
     expected = (
         1_000_000 / d.int8_macs_per_s
-        + 200_000 / (d.int8_macs_per_s * d.op_efficiency["depthwise_conv"])
-        + 2 * d.op_overhead_s
+        + 200_000 / (d.int8_macs_per_s * d.int8_op_efficiency["depthwise_conv"])
+        + 2 * d.int8_op_overhead_s
     )
     cost = inference_cost(model, d)
     assert cost.latency_s == pytest.approx(expected)
     assert cost.energy_j == pytest.approx(expected * d.active_power_w)
     assert cost.macs == 1_200_000
+    # ... fp32 at the catalogue's own (op_efficiency / op_overhead_s)
+    expected_fp32 = (
+        1_000_000 / d.fp32_macs_per_s
+        + 200_000 / (d.fp32_macs_per_s * d.op_efficiency["depthwise_conv"])
+        + 2 * d.op_overhead_s
+    )
+    assert inference_cost(model, d, dtype="fp32").latency_s == pytest.approx(expected_fp32)
 
 
 def test_latency_is_affine_and_monotonic_in_macs() -> None:
@@ -66,7 +76,9 @@ def test_depthwise_is_slower_per_mac_than_conv_on_cmsis_nn() -> None:
     d = get_device("stm32l4r5")
     conv = inference_cost(_model(_conv(10**6)), d)
     dw = inference_cost(_model(LayerProfile("dw", "depthwise_conv", 10**6, 0, (8,), 8)), d)
-    assert dw.latency_s > 3 * conv.latency_s
+    # every published stack runs depthwise slower per MAC than conv; the joint fit gives
+    # the 2020 reference build about 1.9x (the old single-board fit said 3.9x)
+    assert dw.latency_s > 1.5 * conv.latency_s
 
 
 def test_fp32_slower_than_int8_and_dtype_defaults_to_profile() -> None:

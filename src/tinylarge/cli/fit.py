@@ -32,14 +32,22 @@ def register(sub: Any) -> None:
     p.add_argument("--num-classes", type=num_classes, default=10, help="zoo models: classes")
     p.add_argument("--dtype", choices=("fp32", "int8"), default="int8", help="zoo models")
     p.add_argument("--devices", default=None, help="comma-separated device ids (default: all)")
+    p.add_argument(
+        "--stack",
+        default=None,
+        help="inference stack for int8 latency (e.g. x-cube-ai@9.0); without --devices, the "
+        "devices that can run it",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from tinylarge.cli._output import print_json, print_table
-    from tinylarge.compress.fit_report import fit_report
+    from tinylarge.compress.fit_report import device_fit
     from tinylarge.compress.validate import validate
+    from tinylarge.hardware.catalogue import all_devices, get_device
+    from tinylarge.hardware.stacks import allowed_stacks, get_stack, with_stack
     from tinylarge.models.zoo import MODELS, build_model
 
     target = Path(args.model)
@@ -60,8 +68,14 @@ def run(args: argparse.Namespace) -> int:
                 shape = parse_shape(args.input_shape)
             module = build_model(args.model, input_shape=shape, num_classes=args.num_classes)
             issues = [vars(i) for i in validate(module, input_shape=shape)]
-    devices = [d.strip() for d in args.devices.split(",")] if args.devices else None
-    rows = fit_report(profile, devices=devices)
+    named = [d.strip() for d in args.devices.split(",")] if args.devices else None
+    chosen = all_devices() if named is None else [get_device(d) for d in named]
+    if args.stack is not None:
+        get_stack(args.stack)  # an unknown name fails before any device is dropped
+        if named is None:
+            chosen = [d for d in chosen if args.stack in allowed_stacks(d.id, d.core)]
+        chosen = [with_stack(d, args.stack) for d in chosen]
+    rows = [device_fit(profile, d) for d in chosen]
     report = {
         "model": str(source),
         "dtype": profile.dtype,
@@ -69,18 +83,19 @@ def run(args: argparse.Namespace) -> int:
         "peak_sram_bytes": profile.peak_sram_bytes,
         "macs": profile.macs,
         "int8_issues": issues,
-        "devices": [r.to_dict() for r in rows],
+        "devices": [{**r.to_dict(), "stack": d.stack} for r, d in zip(rows, chosen, strict=True)],
     }
     if args.json:
         print_json(report)
         return 0
     print_table(
-        ["device", "tier", "fits", "flash B", "flash cap B", "peak SRAM B", "SRAM cap B",
-         "latency ms", "energy mJ", "reason"],
+        ["device", "tier", "stack", "fits", "flash B", "flash cap B", "peak SRAM B",
+         "SRAM cap B", "latency ms", "energy mJ", "reason"],
         [
-            [r.device, r.tier, r.fits, r.flash_bytes, r.flash_capacity_bytes, r.sram_bytes,
-             r.sram_capacity_bytes, 1e3 * r.latency_s, 1e3 * r.energy_j, r.reason or ""]
-            for r in rows
+            [r.device, r.tier, d.stack or "-", r.fits, r.flash_bytes, r.flash_capacity_bytes,
+             r.sram_bytes, r.sram_capacity_bytes, 1e3 * r.latency_s, 1e3 * r.energy_j,
+             r.reason or ""]
+            for r, d in zip(rows, chosen, strict=True)
         ],
         title=f"{source} ({profile.dtype}, {profile.macs:,} MACs)",
     )  # fmt: skip

@@ -60,6 +60,12 @@ def register(sub: Any) -> None:
         help="bytes of weights and activations (zoo models; a file has its own)",
     )
     parser.add_argument("--device", default=None, help="catalogue device id to check against")
+    parser.add_argument(
+        "--stack",
+        default=None,
+        help="inference stack of --device for int8 latency (e.g. x-cube-ai@9.0; default: the "
+        "device's own; docs/devices.md lists them)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.set_defaults(func=run)
 
@@ -103,20 +109,29 @@ def load_profile(
     )
 
 
-def device_report(profile: ModelProfile, device_id: str) -> dict[str, Any]:
-    """Fit check and per-inference cost of ``profile`` on catalogue device ``device_id``."""
+def device_report(
+    profile: ModelProfile, device_id: str, *, stack: str | None = None
+) -> dict[str, Any]:
+    """Fit check and per-inference cost of ``profile`` on catalogue device ``device_id``
+    running inference stack ``stack`` (default: the device's own)."""
     from tinylarge.hardware.catalogue import get_device
     from tinylarge.hardware.cost import inference_cost
     from tinylarge.hardware.fit import check_fit
+    from tinylarge.hardware.stacks import with_stack
 
     device = get_device(device_id)
+    if stack is not None:
+        device = with_stack(device, stack)
     fit = check_fit(profile, device)
     cost = inference_cost(profile, device)
     report: dict[str, Any] = {
         "device": device_id,
+        "stack": device.stack,
         "fits": bool(fit.fits),
         "latency_s": float(cost.latency_s),
         "energy_j": float(cost.energy_j),
+        "latency_source": device.cost_source if profile.dtype == "int8" else device.runtime,
+        "energy_source": device.energy_source,
     }
     if not fit.fits:
         report["reason"] = str(fit.reason)
@@ -161,8 +176,10 @@ def run(args: argparse.Namespace) -> int:
         args.model, input_shape=args.input_shape, num_classes=args.num_classes, dtype=args.dtype
     )
     report = to_json(profile)
+    if args.stack is not None and args.device is None:
+        raise TinylargeError("--stack needs --device: the stack of which device?")
     if args.device is not None:
-        report.update(device_report(profile, args.device))
+        report.update(device_report(profile, args.device, stack=args.stack))
     if args.json:
         print_json(report)
         return 0
@@ -196,8 +213,11 @@ def run(args: argparse.Namespace) -> int:
     if args.device is not None:
         totals += [
             [f"fits {args.device}", "yes" if report["fits"] else f"no: {report['reason']}"],
+            ["stack", report["stack"] or "-"],
             ["latency s", report["latency_s"]],
             ["energy J", report["energy_j"]],
+            ["latency from", report["latency_source"] or "-"],
+            ["energy from", report["energy_source"]],
         ]
     print_table(["total", "value"], totals)
     return 0

@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from types import MappingProxyType
 from typing import Any, Literal, get_args
@@ -102,6 +102,25 @@ class DeviceProfile:
         default_factory=lambda: MappingProxyType(dict.fromkeys(OP_CLASSES, 1.0))
     )
     op_overhead_s: float = 0.0
+    core: str | None = None
+    stack: str | None = None
+    int8_op_efficiency: Mapping[OpClass, float] | None = None
+    int8_op_overhead_s: float | None = None
+    cost_source: str = ""
+    energy_source: str = "active power x latency"
+    catalogue_power_w: float | None = None
+
+    def efficiency(self, dtype: Dtype) -> Mapping[OpClass, float]:
+        """Per-operator-class multipliers at ``dtype`` (the stack's for int8)."""
+        if dtype == "int8" and self.int8_op_efficiency is not None:
+            return self.int8_op_efficiency
+        return self.op_efficiency
+
+    def overhead_s(self, dtype: Dtype) -> float:
+        """Time per executed operator at ``dtype`` (the stack's for int8)."""
+        if dtype == "int8" and self.int8_op_overhead_s is not None:
+            return self.int8_op_overhead_s
+        return self.op_overhead_s
 
     def macs_per_s(self, dtype: Dtype) -> float:
         """Effective conv MAC/s at ``dtype`` (``"int8"`` or ``"fp32"``)."""
@@ -130,6 +149,14 @@ class DeviceProfile:
             "can_train": self.can_train,
             "op_efficiency": dict(self.op_efficiency),
             "op_overhead_s": self.op_overhead_s,
+            "core": self.core,
+            "stack": self.stack,
+            "int8_op_efficiency": (
+                dict(self.int8_op_efficiency) if self.int8_op_efficiency is not None else None
+            ),
+            "int8_op_overhead_s": self.int8_op_overhead_s,
+            "cost_source": self.cost_source,
+            "energy_source": self.energy_source,
             "sources": list(self.sources),
             "notes": self.notes,
         }
@@ -145,6 +172,8 @@ _POSITIVE_FIELDS = (
     "active_power_w",
     "idle_power_w",
 )
+#: A device with a ``stack`` takes its int8 rate from the stack (tinylarge.hardware.stacks).
+_OPTIONAL = frozenset({"core", "stack"})
 _REQUIRED = frozenset(
     {
         "id",
@@ -203,10 +232,16 @@ def _device(
     if not isinstance(entry, Mapping):
         raise _bad(f"device #{index}", "each device must be a mapping")
     where = f"device {entry.get('id', f'#{index}')!r}"
-    missing = sorted(_REQUIRED - set(entry))
+    has_stack = "stack" in entry or "core" in entry
+    if has_stack and not ("stack" in entry and "core" in entry):
+        raise _bad(where, "give both 'core' and 'stack', or neither")
+    if has_stack and "int8_macs_per_s" in entry:
+        raise _bad(where, "int8_macs_per_s comes from the stack; remove it")
+    required = _REQUIRED - {"int8_macs_per_s"} if has_stack else _REQUIRED
+    missing = sorted(required - set(entry))
     if missing:
         raise _bad(where, f"missing field(s) {', '.join(missing)}")
-    extra = sorted(set(entry) - _REQUIRED)
+    extra = sorted(set(entry) - _REQUIRED - _OPTIONAL)
     if extra:
         raise _bad(where, f"unknown field(s) {', '.join(extra)}")
     for key in ("id", "name", "runtime", "notes"):
@@ -227,7 +262,10 @@ def _device(
             f"sram_contiguous_bytes {ints['sram_contiguous_bytes']} exceeds "
             f"sram_bytes {ints['sram_bytes']}",
         )
-    floats = {key: _number(where, key, entry[key]) for key in _POSITIVE_FIELDS}
+    floats = {
+        key: _number(where, key, entry[key]) if key in entry else math.nan
+        for key in _POSITIVE_FIELDS
+    }
     overhead = _number(where, "op_overhead_s", entry["op_overhead_s"], allow_zero=True)
     eff = entry["op_efficiency"]
     if isinstance(eff, str):
@@ -241,7 +279,7 @@ def _device(
     sources = _strings(where, "sources", entry["sources"], non_empty=True)
     if not all(s.startswith(("https://", "http://")) for s in sources):
         raise _bad(where, "every source must be a URL")
-    return DeviceProfile(
+    device = DeviceProfile(
         id=entry["id"],
         name=entry["name"],
         tier=tier,
@@ -260,7 +298,16 @@ def _device(
         notes=" ".join(entry["notes"].split()),
         op_efficiency=MappingProxyType(dict(efficiency)),
         op_overhead_s=overhead,
+        catalogue_power_w=floats["active_power_w"],
     )
+    if not has_stack:
+        return device
+    from tinylarge.hardware.stacks import with_stack
+
+    try:
+        return with_stack(replace(device, core=str(entry["core"])), str(entry["stack"]))
+    except (TinylargeError, KeyError) as exc:
+        raise _bad(where, f"core/stack: {exc}") from None
 
 
 def parse_catalogue(data: object) -> list[DeviceProfile]:

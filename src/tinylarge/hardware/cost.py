@@ -85,10 +85,9 @@ def _layers_seconds(
 ) -> float:
     """Seconds to run ``layers`` once on ``samples`` inputs in one dispatch."""
     rate = device.macs_per_s(dtype)
-    compute = sum(
-        layer_work(layer) * samples / (rate * device.op_efficiency[layer.op]) for layer in layers
-    )
-    return compute + len(layers) * device.op_overhead_s
+    efficiency = device.efficiency(dtype)
+    compute = sum(layer_work(layer) * samples / (rate * efficiency[layer.op]) for layer in layers)
+    return compute + len(layers) * device.overhead_s(dtype)
 
 
 def inference_cost(
@@ -182,7 +181,7 @@ def macs_cost(
         raise TinylargeError(f"macs must be >= 0, got {macs}")
     chosen = _check_dtype(dtype)
     op_class = _check_op(op)
-    latency = macs / (device.macs_per_s(chosen) * device.op_efficiency[op_class])
+    latency = macs / (device.macs_per_s(chosen) * device.efficiency(chosen)[op_class])
     return ComputeCost(macs=macs, latency_s=latency, energy_j=latency * device.active_power_w)
 
 

@@ -168,6 +168,7 @@ def build_report(run_dir: str | Path) -> Path:
         [
             pid,
             v["tier"],
+            v.get("stack") or "-",
             v["link"],
             v["devices"],
             v["compute_j"],
@@ -221,6 +222,7 @@ def build_report(run_dir: str | Path) -> Path:
                 ],
                 profile_rows,
             ),
+                    "stack",
         ]
     for title, png in plots:
         parts.append(

@@ -38,6 +38,7 @@ from tinylarge.errors import TinylargeError
 from tinylarge.hardware.catalogue import DeviceProfile, get_device
 from tinylarge.hardware.cost import ComputeCost, Train, Work, total_cost
 from tinylarge.hardware.fit import FitReport, check_fit
+from tinylarge.hardware.stacks import with_stack
 from tinylarge.inference.paths import LEGS
 from tinylarge.models.profile import ModelProfile
 from tinylarge.models.profiler import profile_model
@@ -156,6 +157,8 @@ class Context:
             link = Link.from_preset(group.link, distance_m=group.distance_m)
             for _ in range(group.count):
                 cid = len(clients)
+            if group.stack is not None:
+                profile = with_stack(profile, group.stack)
                 clients.append(Client(cid, profile, group.link, link, parts[cid]))
         return clients
 

@@ -140,6 +140,7 @@ def per_profile(ctx: Context, ledger: Ledger) -> dict[str, dict[str, Any]]:
         out[pid] = {
             "devices": 1,
             "tier": c.profile.tier,
+            "stack": c.profile.stack,
             "link": c.link_name,
             "compute_j": ledger.total("joules", side="device", kind="compute", profile=pid),
             "radio_j": ledger.total("joules", side="device", kind="upload", profile=pid)
