@@ -557,17 +557,27 @@ class ExperimentConfig(_Frozen):
 
     @model_validator(mode="after")
     def _attackers_have_an_attack(self) -> ExperimentConfig:
+        from tinylarge.security.split_options import is_split_attack, is_split_defense
+
         bad = sum(g.num_malicious for g in self.topology.devices)
+        server_attack = self.attack.name if self.attack is not None else None
+        by_server = is_split_attack(server_attack)
+        if bad and by_server:
+            raise ValueError(
+                f"topology: {bad} malicious devices, but attack {server_attack!r} is the "
+                "server's (honest-but-curious); set topology.devices[].malicious to 0"
+            )
         if bad and self.attack is None:
             raise ValueError(
                 f"topology: {bad} malicious devices but no attack; add attack: {{name: ...}}"
             )
-        if self.attack is not None and not bad:
+        if self.attack is not None and not bad and not by_server:
             raise ValueError(
                 "attack: no device is malicious; set topology.devices[].malicious "
                 "(a count, or a share such as 0.2)"
             )
-        if self.defense is not None and (self.privacy.dp or self.privacy.secagg):
+        robust = self.defense is not None and not is_split_defense(self.defense.name)
+        if robust and (self.privacy.dp or self.privacy.secagg):
             raise ValueError(
                 "defense with privacy.dp or privacy.secagg: a robust rule must see each "
                 "update in the clear (before noise, without masks); use one of them"

@@ -206,6 +206,15 @@ def build_report(run_dir: str | Path) -> Path:
     ]
     if excluded:
         parts += ["<h3>Excluded devices</h3>", _table(["profile", "count", "reason"], excluded)]
+    inversion = s.get("inversion") or {}
+    if inversion:  # split learning's model-inversion attack (docs/security.md)
+        cols = ["ssim", "psnr", "baseline_ssim", "baseline_psnr", "server_s"]
+        heads = ["cut", "layer", "SSIM", "PSNR dB", "untrained SSIM", "untrained PSNR", "server s"]
+        defense = html.escape(str(s.get("defense")))
+        parts += [
+            f"<h2>Model inversion of smashed data (defense: {defense})</h2>",
+            _table(heads, [[k, v["layer"], *(v[c] for c in cols)] for k, v in inversion.items()]),
+        ]
     if profile_rows:
         parts += [
             "<h2>Where the energy and the bytes went</h2>",

@@ -8,6 +8,14 @@ planned device side fits, builds their split training tasks
 device and server training, the client-side model each way) for the round
 clock to bill, evaluates the deployed split model and reports the cut and
 leakage per device profile. The rounds themselves are the subclasses'.
+
+Attacks on split learning and their defenses (``attack``, ``defense``:
+:mod:`tinylarge.security.split_options`): a smashed-data guard (NoPeek, cut noise,
+:mod:`tinylarge.security.nopeek`) rides in every client's training task and its extra
+work is billed to the device (``defense-<name>`` in the ledger); the server's
+model-inversion attack (:mod:`tinylarge.security.inversion`) runs after the last
+round's training, on the final device side of every cut in use, billed to the server
+(``inversion-attack``), and its scores go to the summary.
 """
 
 from __future__ import annotations
@@ -18,10 +26,15 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
+from torch import nn
 
+from tinylarge.data.contract import denormalize
 from tinylarge.errors import TinylargeError
-from tinylarge.models.cuts import segment_of_tensors
+from tinylarge.hardware.cost import Infer, Train, Work
+from tinylarge.models.cuts import segment_of_tensors, segments
+from tinylarge.models.profiler import profile_model
 from tinylarge.models.weights import Weights, get_weights, set_weights
 from tinylarge.schemes._split_costs import (
     CutProfile,
@@ -30,18 +43,27 @@ from tinylarge.schemes._split_costs import (
     SplitSetup,
     as_row,
     cut_profiles,
+    guard_work,
 )
 from tinylarge.schemes._split_plan import COLUMNS, GroupPlan, plan_groups
-from tinylarge.schemes._split_task import SplitResult, SplitTask, evaluate_split
+from tinylarge.schemes._split_task import DeployedSplit, SplitResult, SplitTask, evaluate_split
 from tinylarge.schemes.base import Plan, PlanRequest, Scheme
 from tinylarge.schemes.options.split import SplitOptions
 from tinylarge.security.leakage import leakage_by_cut
+from tinylarge.security.nopeek import SmashedGuard, make_guard
+from tinylarge.security.split_options import attack_options, is_split_attack, is_split_defense
 from tinylarge.sim.context import Client
 from tinylarge.sim.rounds import Payload, Round
+from tinylarge.sim.training import build
 
 SO = TypeVar("SO", bound=SplitOptions)
 #: ``ctx.rng`` stream of the order in which clients take their turns.
 TURN_STREAM = 11
+#: ``ctx.rng(-1, INVERSION_STREAM)`` draws the server's auxiliary images for the inversion.
+INVERSION_STREAM = 12
+#: ``ctx.task_seed(-1, ...)`` of the guard noise at evaluation and in the inversion attack
+#: (client ids outside any fleet).
+EVAL_NOISE_CLIENT, ATTACK_CLIENT = 10**6 + 1, 10**6 + 2
 
 #: What ``tinylarge plan`` says the figures of a row are.
 PLAN_NOTE = (
@@ -80,7 +102,16 @@ class SplitScheme(Scheme[SO]):
             compression=self.options.compression,
             u_shaped=self.u_shaped,
             server=self.ctx.server,
+            guard=self.guard,
         )
+
+    @cached_property
+    def guard(self) -> SmashedGuard | None:
+        """The devices' defense of their smashed data (``defense: nopeek | cut-noise``)."""
+        d = self.ctx.config.defense
+        if d is None or not is_split_defense(d.name):
+            return None
+        return make_guard(d.name, dict(d.options))
 
     def leakage(self, weights: Weights, cuts: Sequence[int]) -> dict[int, float]:
         """Distance correlation of the test inputs with the smashed data at each cut."""
@@ -156,6 +187,8 @@ class SplitScheme(Scheme[SO]):
         torch.manual_seed(ctx.seed)
         model = ctx.spec.build()
         self.weights: Weights = get_weights(model)
+        #: The inversion attack's scores per cut (``{}`` until it has run).
+        self.inversion: dict[str, dict[str, Any]] = {}
         self._segment = {cp.cuts: segment_of_tensors(model, cp.cuts) for cp in self.cut_of.values()}
 
     # -- what a client's turn runs -----------------------------------------------------------
@@ -175,6 +208,7 @@ class SplitScheme(Scheme[SO]):
             compression=self.options.compression,
             indices=client.indices,
             settings=self.ctx.settings,
+            guard=self.guard,
         )
 
     def client_model(self, client: Client) -> Payload:
@@ -188,6 +222,9 @@ class SplitScheme(Scheme[SO]):
         cp = self.cut_of[client.id]
         samples = result.num_samples * self.ctx.settings.epochs
         rd.compute(client, cp.device_work(samples), what="split-train")
+        if self.guard is not None:
+            work = guard_work(cp, self.split_setup(), result.num_samples)
+            rd.compute(client, work, what=f"defense-{self.guard.name}")
         rd.compute(client, cp.server_work(samples), what="server-train", on="server")
 
     def evaluate(self) -> dict[str, float | None]:
@@ -201,17 +238,114 @@ class SplitScheme(Scheme[SO]):
         acc = loss = 0.0
         for cuts, k in sorted(counts.items()):
             a, lo = evaluate_split(
-                self.ctx.spec, self.weights, cuts, self.options.compression, ds.x_test, ds.y_test
-            )
+                self.ctx.spec, self.weights, cuts, self.options.compression, ds.x_test, ds.y_test,
+                guard=self.guard, seed=self.ctx.task_seed(-1, EVAL_NOISE_CLIENT),
+            )  # fmt: skip
             acc += k / total * a
             loss += k / total * lo
         return {"accuracy": acc, "loss": loss, "large_accuracy": None}
 
     def state(self) -> dict[str, Any]:
-        return {"weights": self.weights}
+        return {"weights": self.weights, "inversion": self.inversion}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.weights = list(state["weights"])
+        self.inversion = dict(state.get("inversion") or {})
+
+    # -- the server's model-inversion attack -------------------------------------------------
+    def after_training(self, rd: Round, rnd: int) -> None:
+        """At the end of the last round's training, the configured model-inversion attack."""
+        attack = self.ctx.config.attack
+        if attack is None or not is_split_attack(attack.name):
+            return
+        if rnd == self.ctx.config.training.rounds - 1:
+            self.inversion = self.invert(rd)
+
+    def invert(self, rd: Round) -> dict[str, dict[str, Any]]:
+        """He et al.'s attack by the honest-but-curious server, for every cut in use: it holds
+        the final device side (uploaded each round), runs its auxiliary images (training
+        images the server draws, never the test set) through it, with the devices' guard,
+        trains a decoder from what a device sends back to the images, and decodes the smashed
+        data of the test images (the victims). Scored in pixels in [0, 1] (SSIM, PSNR),
+        beside an untrained decoder's scores. Billed to the server: the device side on the
+        auxiliary images, the decoder's training, its pass over the victims."""
+        ctx = self.ctx
+        assert ctx.config.attack is not None
+        opts = attack_options(ctx.config.attack.name, ctx.config.attack.options)
+        from tinylarge.security.inversion import invert, train_decoder
+
+        ds = ctx.dataset
+        n_aux = min(opts.aux_samples, len(ds.x_train))
+        aux = np.sort(ctx.rng(-1, INVERSION_STREAM).choice(len(ds.x_train), n_aux, replace=False))
+        x_aux, x_victim = ds.x_train[aux], ds.x_test[: opts.victim_samples]
+
+        def pixels(x: np.ndarray) -> np.ndarray:
+            return np.clip(denormalize(x, ds.preprocessing), 0.0, 1.0)
+
+        out: dict[str, dict[str, Any]] = {}
+        seed = ctx.task_seed(-1, ATTACK_CLIENT)
+        in_use = {cp.cuts: cp for cp in self.cut_of.values()}
+        for cuts in sorted(in_use):
+            cp = in_use[cuts]
+            device = segments(build(ctx.spec, self.weights), cuts)[0]
+            sent = DeployedSplit(
+                [device, nn.Identity()], self.options.compression, self.guard, seed
+            )
+            decoder = train_decoder(
+                sent, x_aux, epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr,
+                seed=seed, width=opts.width,
+            )  # fmt: skip
+            r = invert(
+                sent, decoder, x_victim, data_range=1.0, baseline_seed=seed, transform=pixels
+            )
+            decoding = profile_model(
+                decoder, input_shape=cp.cut.output_shape, name="inversion-decoder",
+                dtype="fp32", train_batch_size=opts.batch_size, optimizer="adam",
+            )  # fmt: skip
+            work: list[Work] = [
+                Infer(cp.device_parts[0], batch=n_aux, dtype="fp32"),
+                Train(decoding, n_aux * opts.epochs),
+                Infer(decoding, batch=len(x_victim), dtype="fp32"),
+            ]
+            seconds = rd.server(work, what="inversion-attack")
+            out[str(cp.cut.index)] = {
+                "layer": cp.cut.layer,
+                "ssim": r.ssim,
+                "psnr": r.psnr,
+                "baseline_ssim": r.baseline_ssim,
+                "baseline_psnr": r.baseline_psnr,
+                "server_s": seconds,
+            }
+        return out
+
+    def security_summary(self) -> dict[str, Any]:
+        """summary.json's attack and defense keys of a split run: the inversion's scores (per
+        cut in ``inversion``; ``inversion_ssim`` ... of the cut it recovers best) and what
+        the devices' guard and the server's attack cost."""
+        cfg = self.ctx.config
+        if cfg.attack is None and cfg.defense is None:
+            return {}
+        ledger = self.ctx.ledger
+        out: dict[str, Any] = {
+            "attack": cfg.attack.name if cfg.attack else None,
+            "defense": cfg.defense.name if cfg.defense else None,
+            "malicious": 0,
+        }
+        if self.guard is not None:
+            events = ledger.select(side="device", what=f"defense-{self.guard.name}")
+            out["defense_device_seconds"] = math.fsum(e.seconds for e in events)
+            out["defense_device_energy_j"] = math.fsum(e.joules for e in events)
+        if self.inversion:
+            best = max(self.inversion.values(), key=lambda v: float(v["ssim"]))
+            out["inversion"] = self.inversion
+            out["inversion_ssim"] = best["ssim"]
+            out["inversion_psnr"] = best["psnr"]
+            out["inversion_baseline_ssim"] = best["baseline_ssim"]
+            out["inversion_baseline_psnr"] = best["baseline_psnr"]
+            out["inversion_server_s"] = math.fsum(
+                float(v["server_s"]) for v in self.inversion.values()
+            )
+        return out
 
     def summary_extras(self) -> dict[str, Any]:
         """Per device profile: the cut, its device side and leakage; leakage per cut.
@@ -257,6 +391,7 @@ class SplitScheme(Scheme[SO]):
             "flash_bytes": max(d.flash_bytes for d in used),
             "train_memory_bytes": max(d.train_memory_bytes or 0 for d in used),
             "params": max(d.params for d in used),
+            **self.security_summary(),
         }
 
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from tinylarge.errors import TinylargeError
 from tinylarge.hardware.catalogue import DeviceProfile
-from tinylarge.hardware.cost import Train, total_cost
+from tinylarge.hardware.cost import Elementwise, Train, total_cost
 from tinylarge.hardware.fit import check_fit
 from tinylarge.models.cuts import CutPoint, cut_points, segments
 from tinylarge.models.profile import ModelProfile
@@ -35,6 +35,7 @@ from tinylarge.models.profiler import profile_model
 from tinylarge.models.split import Compression, gradient_bytes, label_bytes, message_bytes
 from tinylarge.models.zoo import ModelSpec
 from tinylarge.network.link import Link
+from tinylarge.security.nopeek import SmashedGuard
 from tinylarge.sim.rounds import Stream
 
 Objective = Literal["latency", "energy"]
@@ -52,6 +53,7 @@ class SplitSetup:
         compression: smashed-data compression (``fp32``, ``fp16``, ``int8``).
         u_shaped: labels and the last layers stay on the device.
         server: the server profile that trains the server side.
+        guard: the devices' defense of their smashed data (NoPeek, cut noise), if any.
     """
 
     spec: ModelSpec
@@ -61,6 +63,7 @@ class SplitSetup:
     compression: Compression
     u_shaped: bool
     server: DeviceProfile
+    guard: SmashedGuard | None = None
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,18 @@ def batch_sizes(samples: int, *, batch_size: int, epochs: int) -> list[int]:
     return ([batch_size] * full + ([rest] if rest else [])) * epochs
 
 
+def guard_work(cp: CutProfile, setup: SplitSetup, samples: int) -> Elementwise:
+    """The device's extra work for its smashed-data defense over one round of ``samples``
+    local examples (:meth:`tinylarge.security.nopeek.SmashedGuard.work`; none without one)."""
+    if setup.guard is None:
+        return Elementwise(0)
+    return setup.guard.work(
+        batch_sizes(samples, batch_size=setup.batch_size, epochs=setup.epochs),
+        input_elements=math.prod(setup.spec.input_shape),
+        smashed_elements=cp.boundary_elements[0],
+    )
+
+
 def batch_messages(
     cp: CutProfile, batch: int, *, compression: Compression, num_classes: int
 ) -> dict[Stream, int]:
@@ -247,7 +262,7 @@ def estimate(
         for b in batches
     ]
     trained = samples * setup.epochs
-    compute = total_cost(cp.device_work(trained), device)
+    compute = total_cost([*cp.device_work(trained), guard_work(cp, setup, samples)], device)
     server = total_cost(cp.server_work(trained), setup.server)
     times, energies = [compute.latency_s, server.latency_s], [compute.energy_j]
     airtimes: list[float] = []

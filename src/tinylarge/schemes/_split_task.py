@@ -35,6 +35,7 @@ from tinylarge.models.split import (
 )
 from tinylarge.models.weights import Weights, get_weights
 from tinylarge.models.zoo import ModelSpec
+from tinylarge.security.nopeek import SmashedGuard
 from tinylarge.sim.rounds import Stream
 from tinylarge.sim.training import (
     TrainSettings,
@@ -47,6 +48,9 @@ from tinylarge.sim.training import (
     seeded,
     tensor,
 )
+
+#: The guard's noise in a task is drawn from ``task.seed`` plus this (its own stream).
+NOISE_SEED_OFFSET = 104_729
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,8 @@ class SplitTask:
     compression: Compression
     indices: np.ndarray
     settings: TrainSettings
+    #: The device's defense of its smashed data (NoPeek, cut noise), if any.
+    guard: SmashedGuard | None = None
 
 
 @dataclass(frozen=True)
@@ -75,24 +81,40 @@ class SplitResult:
     messages: dict[Stream, list[int]]
 
 
+@dataclass(frozen=True)
+class Sending:
+    """What a device does to the smashed data it sends: its guard's noise, drawn from ``gen``;
+    ``smashed`` collects the device part's output (before noise) for the guard's loss."""
+
+    guard: SmashedGuard | None
+    gen: torch.Generator
+    smashed: list[torch.Tensor]
+
+
 def run_parts(
     parts: Sequence[nn.Module],
     x: torch.Tensor,
     mode: Compression,
     record: dict[Stream, list[int]] | None = None,
     labels: int = 0,
+    sending: Sending | None = None,
 ) -> torch.Tensor:
     """Forward through the parts, compressing at each boundary; record the messages.
 
     Boundary 0 (device -> server) sends activations up (with ``labels`` bytes when there
     is no head on the device) and receives their gradients; boundary 1 of the U-shaped
-    variant sends the server's activations down and the head's gradients up.
+    variant sends the server's activations down and the head's gradients up. What the
+    device sends at boundary 0 first gets the ``sending`` guard's noise.
     """
     h = x
     for i, part in enumerate(parts):
         h = part(h)
         if i == len(parts) - 1:
             break
+        if i == 0 and sending is not None:
+            sending.smashed.append(h)
+            if sending.guard is not None:
+                h = sending.guard.perturb(h, sending.gen)
         h = compress(h, mode)
         if record is not None:
             up = i % 2 == 0
@@ -114,10 +136,15 @@ def split_fit(task: SplitTask, x: np.ndarray, y: np.ndarray) -> SplitResult:
     xs, ys = tensor(x[task.indices]), tensor(y[task.indices])
     per_label = label_bytes(task.spec.num_classes)
     messages: dict[Stream, list[int]] = {}
+    noise = torch.Generator().manual_seed(task.seed + NOISE_SEED_OFFSET)
+    sending = Sending(task.guard, noise, [])
 
     def loss_of(idx: torch.Tensor) -> torch.Tensor:
-        out = run_parts(parts, xs[idx], task.compression, messages, per_label * len(idx))
-        return nn.functional.cross_entropy(out, ys[idx])
+        sending.smashed.clear()
+        out = run_parts(parts, xs[idx], task.compression, messages, per_label * len(idx), sending)
+        loss = nn.functional.cross_entropy(out, ys[idx])
+        penalty = None if task.guard is None else task.guard.penalty(xs[idx], sending.smashed[0])
+        return loss if penalty is None else loss + penalty
 
     stats = run_steps(
         loss_of,
@@ -130,15 +157,24 @@ def split_fit(task: SplitTask, x: np.ndarray, y: np.ndarray) -> SplitResult:
 
 
 class DeployedSplit(nn.Module):
-    """The parts of a cut model run as deployed: smashed data compressed at every cut."""
+    """The parts of a cut model run as deployed: smashed data compressed at every cut, the
+    device's guard noise (drawn from ``seed``) on what it sends."""
 
-    def __init__(self, parts: Sequence[nn.Module], mode: Compression) -> None:
+    def __init__(
+        self,
+        parts: Sequence[nn.Module],
+        mode: Compression,
+        guard: SmashedGuard | None = None,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.parts = nn.ModuleList(parts)
         self.mode: Compression = mode
+        self.sending = Sending(guard, torch.Generator().manual_seed(seed), [])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return run_parts(list(self.parts), x, self.mode)
+        self.sending.smashed.clear()
+        return run_parts(list(self.parts), x, self.mode, sending=self.sending)
 
 
 def evaluate_split(
@@ -148,9 +184,12 @@ def evaluate_split(
     compression: Compression,
     x: np.ndarray,
     y: np.ndarray,
+    guard: SmashedGuard | None = None,
+    seed: int = 0,
 ) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy of the deployed split model (compressed at the cuts)."""
+    """Accuracy and mean cross-entropy of the deployed split model (compressed at the cuts,
+    with the ``guard``'s noise drawn from ``seed``)."""
     torch.set_num_threads(1)
-    deployed = DeployedSplit(segments(build(spec, weights), cuts), compression)
+    deployed = DeployedSplit(segments(build(spec, weights), cuts), compression, guard, seed)
     logits = predict_logits(deployed, x)
     return accuracy(logits, y), mean_cross_entropy(logits, y)

@@ -76,6 +76,7 @@ class SplitFed(SplitScheme[FSLOptions]):
         self.weights = rd.aggregate(
             [Update.full(r.client, r.weights, r.num_samples) for r in kept], base=self.weights
         )
+        self.after_training(rd, rnd)
         losses = [r.loss for r in kept]
         return rd.report(train_loss=float(np.mean(losses)) if losses else None)
 

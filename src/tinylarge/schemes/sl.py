@@ -72,4 +72,5 @@ class SplitLearning(SplitScheme[SLOptions]):
                     self.weights = r.weights  # a straggler's turn leaves the model as it was
                     losses.append(r.loss)
             rd.end_turn(c)
+        self.after_training(rd, rnd)
         return rd.report(train_loss=float(np.mean(losses)) if losses else None)

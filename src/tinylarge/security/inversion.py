@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -210,20 +211,27 @@ def invert(
     *,
     data_range: float,
     baseline_seed: int = 0,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> InversionResult:
     """Decode the victim's smashed data ``client_part(x_victim)`` and score the
     reconstructions against ``x_victim``, beside an untrained copy of ``decoder``
-    (initialised from ``baseline_seed``)."""
+    (initialised from ``baseline_seed``). ``transform`` maps both to the scale the scores
+    read (e.g. standardised model inputs back to pixels in [0, 1], clipped: the attacker
+    knows the pixel range); ``data_range`` is that scale's."""
     z = _smash(client_part, x_victim)
     truth = np.asarray(x_victim, dtype=np.float64)
+    if transform is not None:
+        truth = np.asarray(transform(truth), dtype=np.float64)
 
     def scores(dec: nn.Module) -> tuple[float, float]:
         was_training = dec.training
         dec.eval()
         try:
-            recon = dec(z).double().numpy().reshape(truth.shape)
+            recon = dec(z).double().numpy().reshape(np.shape(x_victim))
         finally:
             dec.train(was_training)
+        if transform is not None:
+            recon = np.asarray(transform(recon), dtype=np.float64)
         return ssim(recon, truth, data_range=data_range), psnr(recon, truth, data_range=data_range)
 
     s, p = scores(decoder)

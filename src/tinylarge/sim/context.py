@@ -119,7 +119,10 @@ class Context:
         #: The run's attackers and their attack (``attack``) and robust rule (``defense``):
         #: :mod:`tinylarge.sim.adversary`; ``defense`` is set up by :meth:`average_privately`.
         self.adversary: Adversary | None = None
-        if config.attack is not None:
+        from tinylarge.security.split_options import is_split_attack
+
+        # an attack on split learning is the server's, run by the split schemes themselves
+        if config.attack is not None and not is_split_attack(config.attack.name):
             from tinylarge.sim.adversary import Adversary, malicious_clients
 
             n = config.topology.num_devices

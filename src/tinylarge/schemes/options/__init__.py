@@ -82,10 +82,11 @@ def _privacy_problems(cfg: ExperimentConfig) -> list[str]:
             f"through secure aggregation; schemes that do: {known}"
         )
     for section in ("attack", "defense"):
-        if getattr(cfg, section) is not None:
+        given = getattr(cfg, section)
+        if given is not None and not _for_split(section, given.name):
             problems.append(
                 f"{section}: scheme {cfg.scheme.name!r} does not aggregate through the robust "
-                f"rules and attacks yet; schemes that do: {known}"
+                f"rules and attacks yet; schemes that do: {known}" + _split_hint(section, name)
             )
     if cfg.training.sampling != "fixed":
         problems.append(
@@ -95,31 +96,55 @@ def _privacy_problems(cfg: ExperimentConfig) -> list[str]:
     return problems
 
 
+def _split_hint(section: str, scheme: str) -> str:
+    """What the split schemes take in ``section`` instead (empty for other schemes)."""
+    from tinylarge.security.split_options import SPLIT_ATTACKS, SPLIT_DEFENSES, SPLIT_SCHEMES
+
+    if scheme not in SPLIT_SCHEMES:
+        return ""
+    names = SPLIT_ATTACKS if section == "attack" else SPLIT_DEFENSES
+    return f"; scheme {scheme!r} takes {section} {', '.join(sorted(names))}"
+
+
+def _for_split(section: str, name: str) -> bool:
+    """Whether ``name`` is an attack on split learning or a smashed-data defense
+    (:mod:`tinylarge.security.split_options`), not a Byzantine attack or a robust rule."""
+    from tinylarge.security.split_options import is_split_attack, is_split_defense
+
+    return is_split_attack(name) if section == "attack" else is_split_defense(name)
+
+
 def _security_problems(cfg: ExperimentConfig) -> list[str]:
     """Unknown attack or defense names, and options they cannot take for this fleet (Krum
     with more Byzantine clients than it tolerates, a trimmed share of half or more...)."""
-    problems: list[str] = []
-    if cfg.attack is None and cfg.defense is None:
+    from tinylarge.security.split_options import split_security_problems
+
+    problems: list[str] = split_security_problems(cfg)
+    attack = None if cfg.attack is None or _for_split("attack", cfg.attack.name) else cfg.attack
+    defense = (
+        None if cfg.defense is None or _for_split("defense", cfg.defense.name) else cfg.defense
+    )
+    if attack is None and defense is None:
         return problems
     from tinylarge.errors import TinylargeError
 
     per_round = cfg.training.most_per_round(cfg.topology.num_devices)
     bad = sum(g.num_malicious for g in cfg.topology.devices)
-    if cfg.attack is not None:
+    if attack is not None:
         from tinylarge.security import attacks
 
-        kind = "data" if cfg.attack.name in attacks.DATA_ATTACKS else "update"
+        kind = "data" if attack.name in attacks.DATA_ATTACKS else "update"
         try:
             attacks.check_options(
-                kind, cfg.attack.name, dict(cfg.attack.options),
+                kind, attack.name, dict(attack.options),
                 num_clients=per_round, num_byzantine=bad,
             )  # fmt: skip
         except TinylargeError as exc:
             problems.append(f"attack: {exc}")
-    if cfg.defense is not None:
+    if defense is not None:
         from tinylarge.security import robust
 
-        d = cfg.defense
+        d = defense
         try:
             rows = per_round
             if d.pre is not None:
