@@ -222,6 +222,7 @@ def build_report(run_dir: str | Path) -> Path:
                 [
                     "profile",
                     "tier",
+                    "stack",
                     "link",
                     "devices",
                     "compute J",
@@ -231,7 +232,6 @@ def build_report(run_dir: str | Path) -> Path:
                 ],
                 profile_rows,
             ),
-                    "stack",
         ]
     for title, png in plots:
         parts.append(

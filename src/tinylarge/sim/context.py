@@ -157,11 +157,11 @@ class Context:
         clients: list[Client] = []
         for group in cfg.topology.devices:
             profile = get_device(group.profile)
+            if group.stack is not None:
+                profile = with_stack(profile, group.stack)
             link = Link.from_preset(group.link, distance_m=group.distance_m)
             for _ in range(group.count):
                 cid = len(clients)
-            if group.stack is not None:
-                profile = with_stack(profile, group.stack)
                 clients.append(Client(cid, profile, group.link, link, parts[cid]))
         return clients
 
