@@ -83,23 +83,23 @@ def test_profile_path_is_the_fits_formula(model, feats, profiles) -> None:  # ty
     assert checked >= 170
 
 
-def test_errors_on_the_fitted_rows_are_the_documented_ones(model, feats, profiles) -> None:  # type: ignore[no-untyped-def]
-    # docs/devices.md: median 6.5%, worst 56.9% (RA8D1 IC), 147 of 184 rows within 15%;
-    # per catalogue device and stack, the median error is at most 21.8% (plumerai 2023.05
-    # on the STM32L4R5) and at most 15% for 40 of the 45 (device, stack) pairs.
+def test_errors_on_the_fitted_rows_are_the_documented_ones(model, feats) -> None:  # type: ignore[no-untyped-def]
+    # docs/devices.md: median 4.9%, worst 48.7% (RA8D1 IC), 144 of 184 rows within 15%;
+    # per (device, stack) the median error is at most 23.3% (plumerai 2023.05 on the
+    # STM32L4R5) and at most 15% for 42 of the 46 pairs.
     errors = {}
     for row in fit_rows():
         predicted = model.predict_s(row.stack, row.core, row.clock_hz, feats[row.benchmark])
         errors[(row.device, row.stack, row.benchmark)] = predicted / row.latency_s - 1
-    assert median_abs(list(errors.values())) == pytest.approx(0.065, abs=0.005)
-    assert max(abs(e) for e in errors.values()) <= 0.57
-    assert sum(abs(e) <= 0.15 for e in errors.values()) == 147
+    assert median_abs(list(errors.values())) == pytest.approx(0.049, abs=0.005)
+    assert max(abs(e) for e in errors.values()) <= 0.49
+    assert sum(abs(e) <= 0.15 for e in errors.values()) == 144
     pairs = collections.defaultdict(list)
     for (device, stack, _), e in errors.items():
         pairs[(device, stack)].append(e)
     medians = {k: median_abs(v) for k, v in pairs.items()}
-    assert max(medians.values()) <= 0.22
-    assert sum(m <= 0.15 for m in medians.values()) >= 40
+    assert max(medians.values()) <= 0.235
+    assert sum(m <= 0.15 for m in medians.values()) == 42
 
 
 def test_leave_one_board_out_within_20_percent_per_stack(feats) -> None:  # type: ignore[no-untyped-def]
@@ -111,7 +111,7 @@ def test_leave_one_board_out_within_20_percent_per_stack(feats) -> None:  # type
     assert len(by_stack) >= 9
     for stack, errors in by_stack.items():
         assert median_abs(errors) <= 0.20, stack
-    assert median_abs([p.error for p in counted]) <= 0.12  # docs: 10.3%
+    assert median_abs([p.error for p in counted]) <= 0.11  # docs: 9.9%
 
 
 def test_reference_rows_through_the_catalogue() -> None:
@@ -120,5 +120,6 @@ def test_reference_rows_through_the_catalogue() -> None:
     for row in rows:
         assert abs(row.relative_error) <= TOLERANCE, row
         assert abs(row.energy_relative_error) <= TOLERANCE, row
-    # energy is latency x the fitted power of the reference energy runs (40.6 mW)
+    # energy is latency x the fitted power of the reference energy runs (40.6 mW); the
+    # latencies are the single-board fit's of before (+7.3, -8.8, +0.1, -0.1%) within 2.3%
     assert get_device("stm32l4r5").active_power_w == pytest.approx(0.0406, rel=0.01)

@@ -76,9 +76,8 @@ def test_depthwise_is_slower_per_mac_than_conv_on_cmsis_nn() -> None:
     d = get_device("stm32l4r5")
     conv = inference_cost(_model(_conv(10**6)), d)
     dw = inference_cost(_model(LayerProfile("dw", "depthwise_conv", 10**6, 0, (8,), 8)), d)
-    # every published stack runs depthwise slower per MAC than conv; the joint fit gives
-    # the 2020 reference build about 1.9x (the old single-board fit said 3.9x)
-    assert dw.latency_s > 1.5 * conv.latency_s
+    # the 2020 reference build runs depthwise 3.9x slower per MAC than conv (stack fit)
+    assert dw.latency_s > 3 * conv.latency_s
 
 
 def test_fp32_slower_than_int8_and_dtype_defaults_to_profile() -> None:

@@ -80,6 +80,20 @@ class DeviceProfile:
             the conv rate (1.0 for ``conv``).
         op_overhead_s: fixed time per executed operator (dispatch, kernel
             setup or launch), in seconds.
+        core: Cortex-M core class (``m0plus``, ``m4f``, ``m7``, ``m33``, ``m85``) of a
+            device whose int8 inference is priced by an inference stack
+            (:mod:`tinylarge.hardware.stacks`); ``None`` for the others.
+        stack: the inference stack the int8 rates are for (``None`` without a core).
+        int8_op_efficiency: per-operator-class multipliers of int8 inference on the
+            stack (``None``: ``op_efficiency``, which fp32 and training always use).
+        int8_op_overhead_s: per-operator time of int8 inference on the stack.
+        cost_source: where the int8 rates come from (fitted rows, or transferred).
+        energy_source: how energy per inference is obtained (fitted power, or active
+            power x latency).
+        catalogue_power_w: the catalogue's own active power (``active_power_w`` may be
+            replaced by a stack's fitted power).
+        core_factor: this part's own cycle factor against a Cortex-M4F where it was
+            measured directly (``None``: its core class's fitted factor).
     """
 
     id: str
@@ -109,6 +123,7 @@ class DeviceProfile:
     cost_source: str = ""
     energy_source: str = "active power x latency"
     catalogue_power_w: float | None = None
+    core_factor: float | None = None
 
     def efficiency(self, dtype: Dtype) -> Mapping[OpClass, float]:
         """Per-operator-class multipliers at ``dtype`` (the stack's for int8)."""
@@ -157,6 +172,7 @@ class DeviceProfile:
             "int8_op_overhead_s": self.int8_op_overhead_s,
             "cost_source": self.cost_source,
             "energy_source": self.energy_source,
+            "core_factor": self.core_factor,
             "sources": list(self.sources),
             "notes": self.notes,
         }
@@ -173,7 +189,7 @@ _POSITIVE_FIELDS = (
     "idle_power_w",
 )
 #: A device with a ``stack`` takes its int8 rate from the stack (tinylarge.hardware.stacks).
-_OPTIONAL = frozenset({"core", "stack"})
+_OPTIONAL = frozenset({"core", "stack", "core_factor"})
 _REQUIRED = frozenset(
     {
         "id",
@@ -235,6 +251,8 @@ def _device(
     has_stack = "stack" in entry or "core" in entry
     if has_stack and not ("stack" in entry and "core" in entry):
         raise _bad(where, "give both 'core' and 'stack', or neither")
+    if "core_factor" in entry and not has_stack:
+        raise _bad(where, "core_factor needs a core and a stack")
     if has_stack and "int8_macs_per_s" in entry:
         raise _bad(where, "int8_macs_per_s comes from the stack; remove it")
     required = _REQUIRED - {"int8_macs_per_s"} if has_stack else _REQUIRED
@@ -305,7 +323,11 @@ def _device(
     from tinylarge.hardware.stacks import with_stack
 
     try:
-        return with_stack(replace(device, core=str(entry["core"])), str(entry["stack"]))
+        factor = None
+        if "core_factor" in entry:
+            factor = _number(where, "core_factor", entry["core_factor"])
+        device = replace(device, core=str(entry["core"]), core_factor=factor)
+        return with_stack(device, str(entry["stack"]))
     except (TinylargeError, KeyError) as exc:
         raise _bad(where, f"core/stack: {exc}") from None
 

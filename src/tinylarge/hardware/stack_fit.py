@@ -46,7 +46,7 @@ OVERHEAD_CYCLES = 1000.0
 #: The core class whose cycle factor is 1.
 REFERENCE_CORE = "m4f"
 #: Ridge weights (on log parameters): family deviation, version deviation, core factor.
-RIDGE = {"family": 0.3, "stack": 0.3, "core": 0.1}
+RIDGE = {"family": 0.01, "stack": 0.01, "core": 0.1}
 
 
 @dataclass(frozen=True)

@@ -177,13 +177,26 @@ class StackPricing:
 
 
 def stack_pricing(
-    device_id: str, core: str, clock_hz: float, stack_name: str, *, catalogue_power_w: float
+    device_id: str,
+    core: str,
+    clock_hz: float,
+    stack_name: str,
+    *,
+    catalogue_power_w: float,
+    core_factor: float | None = None,
 ) -> StackPricing:
-    """Int8 rates, power and where they come from for a device running ``stack_name``."""
+    """Int8 rates, power and where they come from for a device running ``stack_name``
+    (``core_factor``: the part's own measured cycle factor, else its core class's)."""
     stack = check_stack(device_id, core, stack_name)
     fitted = rates()
     cpm = fitted.cycles[stack.name]
-    k = fitted.core_factor[core]
+    k = fitted.core_factor[core] if core_factor is None else core_factor
+    scaled_by = (
+        f"its core class ({core}) and clock"
+        if core_factor is None
+        else f"its own measured cycle factor ({core_factor:g} x a Cortex-M4F, catalogue notes) "
+        "and clock"
+    )
     eff: dict[OpClass, float] = {}
     for op in OP_CLASSES:
         term = op if op in ("conv", "linear") else "depthwise_conv"
@@ -197,14 +210,14 @@ def stack_pricing(
         )
     elif rows_here:
         cost = (
-            f"{stack.name} fitted on {', '.join(boards)}; transferred to this device by its "
-            f"core class ({core}) and clock (its own published rows: "
+            f"{stack.name} fitted on {', '.join(boards)}; transferred to this device by "
+            f"{scaled_by} (its own published rows: "
             f"{', '.join(sorted(rows_here))})"
         )
     else:
         cost = (
-            f"no published MLPerf Tiny row for this device: estimate transferred from its core "
-            f"class ({core}) and clock, {stack.name} fitted on {', '.join(boards)}"
+            f"no published MLPerf Tiny row for this device: estimate transferred from "
+            f"{scaled_by}, {stack.name} fitted on {', '.join(boards)}"
         )
     power = fitted.power_w.get(device_id, {}).get(stack.name)
     if power is not None:
@@ -240,7 +253,12 @@ def with_stack(device: DeviceProfile, stack_name: str) -> DeviceProfile:
         device.catalogue_power_w if device.catalogue_power_w is not None else device.active_power_w
     )
     p = stack_pricing(
-        device.id, device.core, device.clock_hz, stack_name, catalogue_power_w=catalogue_power
+        device.id,
+        device.core,
+        device.clock_hz,
+        stack_name,
+        catalogue_power_w=catalogue_power,
+        core_factor=device.core_factor,
     )
     return replace(
         device,
