@@ -102,6 +102,17 @@ def lobo_table(preds: list[Prediction]) -> tuple[str, dict[str, float]]:
         f"| **overall** | {len(per_board_all)} boards | {len(counted)} | **{overall:.1%}** | "
         f"{worst} ({median_abs(per_board_all[worst]):.1%}) |"
     )
+    lines += [
+        "",
+        "| held-out board | rows | median abs error | worst row |",
+        "|---|---:|---:|---|",
+    ]
+    for board, errors in sorted(per_board_all.items(), key=lambda kv: -median_abs(kv[1])):
+        worst_row = max((p for p in counted if p.row.device == board), key=lambda p: abs(p.error))
+        lines.append(
+            f"| {board} | {len(errors)} | {median_abs(errors):.1%} | {worst_row.row.stack} "
+            f"{worst_row.row.benchmark} {worst_row.error:+.1%} |"
+        )
     stats = {"overall": overall, "rows": len(counted), "all_rows": len(preds)}
     stats.update({s: median_abs([p.error for p in ps]) for s, ps in by_stack.items()})
     return "\n".join(lines), stats
