@@ -38,6 +38,7 @@ def test_table_for_people(
     assert main(["devices", "--tier", "mcu"]) == 0
     out = capsys.readouterr().out
     assert "stm32l4r5" in out
+    assert "x-cube-ai@9.0" in out  # a Cortex-M device shows its default stack
     assert "640 KiB" in out
     assert "a100" not in out
 

@@ -121,6 +121,7 @@ def test_run_summary_and_report_name_each_groups_stack(tmp_path) -> None:  # typ
                 "devices": [
                     {"profile": "stm32h7a3", "count": 2, "stack": "x-cube-ai@9.0"},
                     {"profile": "nrf5340", "count": 1},
+                    {"profile": "stm32h7a3", "count": 1, "stack": "plumerai"},
                 ]
             },
         }
@@ -128,4 +129,10 @@ def test_run_summary_and_report_name_each_groups_stack(tmp_path) -> None:  # typ
     run_experiment(cfg, out=tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     stacks = {pid: v["stack"] for pid, v in summary["per_profile"].items()}
-    assert stacks == {"stm32h7a3": "x-cube-ai@9.0", "nrf5340": "microtvm-cmsis-nn"}
+    assert stacks == {
+        "stm32h7a3": "x-cube-ai@9.0, plumerai@2023.05",
+        "nrf5340": "microtvm-cmsis-nn",
+    }
+    from tinylarge.results.report import build_report
+
+    assert "x-cube-ai@9.0, plumerai@2023.05" in build_report(tmp_path / "run").read_text()

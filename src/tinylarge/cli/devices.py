@@ -2,8 +2,9 @@
 
     tinylarge devices [--tier TIER] [--json]
 
-Prints one row per device (id, tier, memory, clock, effective MAC/s, runtime,
-power, radios, whether it can train); ``--json`` prints every field of every
+Prints one row per device (id, tier, memory, clock, effective MAC/s, runtime or,
+for a Cortex-M device, its default inference stack, power, radios, whether it can
+train); ``--json`` prints every field of every
 entry, sources and derivation notes included.
 """
 
@@ -23,7 +24,7 @@ COLUMNS = (
     "clock",
     "int8 MAC/s",
     "fp32 MAC/s",
-    "runtime",
+    "runtime (int8 stack)",
     "active W",
     "idle W",
     "radios",
@@ -64,7 +65,7 @@ def _row(d: DeviceProfile) -> list[Any]:
         _clock(d.clock_hz),
         d.int8_macs_per_s,
         d.fp32_macs_per_s,
-        d.runtime.split(" (")[0],  # the full note is in --json
+        d.stack or d.runtime.split(" (")[0],  # the full note is in --json
         d.active_power_w,
         d.idle_power_w,
         ", ".join(d.radios) or "-",

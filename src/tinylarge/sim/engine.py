@@ -136,6 +136,9 @@ def per_profile(ctx: Context, ledger: Ledger) -> dict[str, dict[str, Any]]:
         pid = c.profile.id
         if pid in out:
             out[pid]["devices"] += 1
+            stacks = out[pid]["stack"]
+            if c.profile.stack is not None and c.profile.stack not in (stacks or "").split(", "):
+                out[pid]["stack"] = f"{stacks}, {c.profile.stack}"  # groups chose other stacks
             continue
         out[pid] = {
             "devices": 1,
