@@ -136,3 +136,23 @@ def test_run_summary_and_report_name_each_groups_stack(tmp_path) -> None:  # typ
     from tinylarge.results.report import build_report
 
     assert "x-cube-ai@9.0, plumerai@2023.05" in build_report(tmp_path / "run").read_text()
+
+
+def test_profile_names_the_stack_and_where_each_figure_comes_from(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from tinylarge.cli.app import main
+
+    argv = ["profile", "cnn-tiny", "--dtype", "int8", "--device", "stm32h743", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["stack"] == "tflm-reference"
+    assert "transferred from its core class (m7)" in report["latency_source"]
+    assert report["energy_source"].startswith("active power x latency")
+    assert "catalogue's own calibration" in report["training_source"]
+    assert main([*argv[:-1], "--stack", "x-cube-ai@9.0", "--json"]) == 0
+    faster = json.loads(capsys.readouterr().out)
+    assert faster["stack"] == "x-cube-ai@9.0"
+    assert faster["latency_s"] < report["latency_s"] / 3

@@ -132,6 +132,10 @@ def device_report(
         "energy_j": float(cost.energy_j),
         "latency_source": device.cost_source if profile.dtype == "int8" else device.runtime,
         "energy_source": device.energy_source,
+        "training_source": (
+            f"{device.fp32_macs_per_s:.3g} fp32 MAC/s, the catalogue's own calibration (the "
+            "device's notes), not the stack's: MLPerf Tiny is int8 inference only"
+        ),
     }
     if not fit.fits:
         report["reason"] = str(fit.reason)
@@ -218,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
             ["energy J", report["energy_j"]],
             ["latency from", report["latency_source"] or "-"],
             ["energy from", report["energy_source"]],
+            ["training from", report["training_source"]],
         ]
     print_table(["total", "value"], totals)
     return 0
