@@ -74,6 +74,22 @@ def row_table(preds: list[Prediction], power: dict[tuple[str, str], float]) -> s
     return "\n".join(lines)
 
 
+def device_table(preds: list[Prediction]) -> str:
+    """Per device: its rows within 15% (what ``tinylarge profile --device D --stack S`` gives,
+    tests/hardware/test_calibration.py) and the rows beyond."""
+    by: dict[str, list[Prediction]] = collections.defaultdict(list)
+    for p in preds:
+        by[p.row.device].append(p)
+    lines = ["| device | rows | within 15% | beyond 15% |", "|---|---:|---:|---|"]
+    for device, ps in sorted(by.items()):
+        beyond = "; ".join(
+            f"{p.row.stack} {p.row.benchmark} {p.error:+.0%}" for p in ps if abs(p.error) > 0.15
+        )
+        within = sum(abs(p.error) <= 0.15 for p in ps)
+        lines.append(f"| {device} | {len(ps)} | {within} | {beyond or '-'} |")
+    return "\n".join(lines)
+
+
 def lobo_table(preds: list[Prediction]) -> tuple[str, dict[str, float]]:
     counted = [p for p in preds if p.other_boards >= MIN_OTHER_BOARDS]
     by_stack: dict[str, list[Prediction]] = collections.defaultdict(list)
@@ -157,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             f"worst {max(abs(p.error) for p in fitted):.1%}; {within} of {len(fitted)} rows "
             f"within 15%. Energy (fitted power x predicted latency), {len(energy_errors)} rows: "
             f"median {median_abs(energy_errors):.1%}, worst {max(map(abs, energy_errors)):.1%}.",
+            "Per device, with each row's stack:",
+            device_table(fitted),
             "### Leave one board out",
             f"Rows whose stack was published on at least {MIN_OTHER_BOARDS} other boards "
             f"({stats['rows']} of {stats['all_rows']} predictable rows; a board that is the "
