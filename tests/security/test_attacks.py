@@ -16,6 +16,7 @@ from tinylarge.security.attacks import (
     check_options,
     make_data_attack,
     make_update_attack,
+    most_spread,
     stamp_trigger,
 )
 
@@ -70,7 +71,7 @@ def test_ipm_sends_minus_epsilon_times_honest_mean() -> None:
 
 
 def test_mimic_copies_one_honest_row_and_keeps_it() -> None:
-    attack = make_update_attack("mimic", {})
+    attack = make_update_attack("mimic", {"choose": "random"})
     first = attack(HONEST, OWN, num_byzantine=2, rng=RNG(3))
     rows = [r.tolist() for r in HONEST]
     assert first[0].tolist() in rows
@@ -81,6 +82,16 @@ def test_mimic_copies_one_honest_row_and_keeps_it() -> None:
     assert again[0].tolist() == (HONEST[chosen] * 10).tolist()
     fixed = make_update_attack("mimic", {"target": 2})(HONEST, OWN, num_byzantine=2, rng=RNG(0))
     assert fixed.tolist() == [[3.0, 16.0], [3.0, 16.0]]
+
+
+def test_mimic_by_default_copies_the_update_farthest_along_the_top_direction() -> None:
+    # honest rows spread along (1, 1); row 3 is the farthest out on that axis (not the
+    # largest norm: row 4 is, but sideways, where the spread is small)
+    honest = np.array([[0.0, 0.0], [1.0, 1.2], [-1.0, -0.8], [3.0, 3.1], [0.5, -1.5]])
+    assert most_spread(honest) == 3
+    sent = make_update_attack("mimic", {})(honest, OWN, num_byzantine=2, rng=RNG(0))
+    assert sent.tolist() == [[3.0, 3.1], [3.0, 3.1]]
+    assert most_spread(np.ones((4, 3))) == 0  # no spread: the first
 
 
 def test_update_attacks_keep_own_dtype_and_shape() -> None:
@@ -234,6 +245,7 @@ def test_backdoor_success_of_always_target_is_one_and_of_trigger_blind_is_zero()
         ("update", "alie", {}, 10, 6, "needs f <= n/2"),
         ("update", "alie", {"z_rule": "mine"}, 10, 2, "z_rule must be one of paper, honest"),
         ("update", "mimic", {"target": 8}, 10, 2, "option target must be < 8"),
+        ("update", "mimic", {"choose": "best"}, 10, 2, "choose must be one of variance, random"),
         ("update", "ipm", {}, 4, 4, "needs at least one honest client"),
         ("update", "sign-flip", {}, 4, 5, "malicious clients must be between 1 and the 4"),
         (

@@ -179,22 +179,48 @@ class Ipm(AttackOptions):
         return _rows(-self.epsilon * honest.astype(np.float64).mean(axis=0), own)
 
 
+MIMIC_CHOICES = ("variance", "random")
+
+
+def most_spread(honest: np.ndarray) -> int:
+    """The row of ``honest`` farthest from their mean along their top principal direction:
+    ``argmax_i |<z, x_i - mu>|`` with ``z`` the leading right singular vector of the centred
+    rows (Karimireddy et al. 2022, section 4: mimicking that worker over-weights the
+    direction of largest heterogeneity). Ties go to the lowest index."""
+    x = honest.astype(np.float64)
+    centred = x - x.mean(axis=0)
+    if not np.any(centred):
+        return 0
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return int(np.argmax(np.abs(centred @ vt[0])))
+
+
 @dataclasses.dataclass
 class Mimic(AttackOptions):
     """Every attacker sends a copy of one honest client's update (Karimireddy et al. 2022,
+    "Byzantine-robust learning on heterogeneous datasets via bucketing",
     https://arxiv.org/abs/2006.09365), over-weighting that client's data.
 
-    Which one: the row ``target`` of ``honest`` if given (ByzFL's ``epsilon``), else one
-    index drawn by ``rng`` on the first call and kept for the run, as ByzFL fixes it;
-    redrawn only if a later round has fewer honest updates than it.
+    Which one: the row ``target`` of ``honest`` if given (ByzFL's ``epsilon``); else, on
+    the first call, the paper's choice (``choose: variance``, :func:`most_spread`: the
+    honest update farthest out along the top principal direction of the round's honest
+    updates) or a uniform draw by ``rng`` (``choose: random``). The choice is kept for the
+    run, as the paper fixes it after its warm-up; redrawn only if a later round has fewer
+    honest updates than it.
     """
 
     NAME = "mimic"
     target: int | None = option(None)
+    choose: str = option("variance")
 
     def __post_init__(self) -> None:
         if self.target is not None:
             self.target = integer(self.NAME, "target", self.target, low=0)
+        if self.choose not in MIMIC_CHOICES:
+            raise TinylargeError(
+                f"attack 'mimic': option choose must be one of {', '.join(MIMIC_CHOICES)}, "
+                f"got {self.choose!r}"
+            )
         self._chosen: int | None = self.target
 
     def check(self, *, num_clients: int, num_byzantine: int) -> None:
@@ -213,5 +239,7 @@ class Mimic(AttackOptions):
         if h == 0:
             raise ValueError("mimic needs at least one honest update")
         if self._chosen is None or self._chosen >= h:
-            self._chosen = int(rng.integers(h))
+            self._chosen = (
+                most_spread(honest) if self.choose == "variance" else int(rng.integers(h))
+            )
         return _rows(honest[self._chosen], own)

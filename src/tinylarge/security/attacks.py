@@ -19,15 +19,17 @@ return the ``b x d`` updates sent. Options and defaults:
                   code, for Karimireddy et al.'s bench)
 ``ipm``           ``-epsilon * mean`` of the honest updates (Xie et al. 2019);
                   ``epsilon`` 0.1, the paper's small-epsilon setting
-``mimic``         a copy of one honest update; ``target`` (row of ``honest``) drawn by
-                  the generator on the first call and kept, unless given
+``mimic``         a copy of one honest update, chosen on the first call and kept:
+                  ``target`` (row of ``honest``) if given, else ``choose`` ``"variance"``
+                  (the paper's: farthest out along the top principal direction) or
+                  ``"random"``
 ================  ======================================================================
 
 *Data attacks* (:data:`DATA_ATTACKS`) poison a malicious client's training data before
 its local training (``poison(x, y, rng=rng)``) and scale its update by ``boost``:
 
 ================  ======================================================================
-``label-flip``    ``y -> num_classes - 1 - y``; no options
+``label-flip``    ``y -> num_classes - 1 - y``; ``boost`` (1) scales the update sent
 ``backdoor``      Bagdasaryan et al. 2020: the pixel-pattern trigger of
                   :func:`stamp_trigger` on a share ``poison_fraction`` (20/64) of the
                   inputs, relabelled ``target_label`` (0); model replacement ``boost``
@@ -65,6 +67,7 @@ from tinylarge.security._attacks_update import (
     Mimic,
     SignFlip,
     alie_z,
+    most_spread,
 )
 
 __all__ = [
@@ -79,6 +82,7 @@ __all__ = [
     "check_options",
     "make_data_attack",
     "make_update_attack",
+    "most_spread",
     "stamp_trigger",
     "trigger_mask",
 ]
