@@ -7,16 +7,17 @@ A roofline-free, calibrated throughput model. Each layer of a
 
 seconds, where ``rate`` is the device's effective conv MAC/s at the dtype,
 ``op_efficiency`` the per-operator-class multiplier of its runtime and
-``op_overhead_s`` a fixed per-operator dispatch time. ``work_l`` is the
+``op_overhead_s`` a fixed per-operator dispatch time; for int8 on a Cortex-M device
+all three are its inference stack's (:mod:`tinylarge.hardware.stacks`, fitted to every
+published MLPerf Tiny result), for fp32 and training the catalogue's own. ``work_l`` is the
 layer's MACs; layers without MACs (pooling, element-wise, reshapes, softmax)
 are billed one MAC-equivalent per output element, so data movement is not
 free. Energy is latency times the device's active power.
 
-For TFLite Micro + CMSIS-NN on Cortex-M the conv rate and the depthwise and
-fully-connected multipliers are fitted to the MLPerf Tiny reference results
-(:mod:`tinylarge.hardware.calibration`, docs/devices.md): CMSIS-NN reaches
-about a quarter of its conv throughput per MAC on depthwise convolutions,
-and about 1.5x on fully-connected layers (no im2col).
+The fp32 / training efficiencies of Cortex-M devices (``cmsis-nn``) come from the 2020
+MLPerf Tiny reference fit (docs/devices.md): CMSIS-NN reaches about a quarter of its
+conv throughput per MAC on depthwise convolutions, and about 1.5x on fully-connected
+layers (no im2col).
 
 Training is billed as ``(1 + backward_factor)`` forward passes at the fp32
 rate: the backward pass costs about two forward passes (one for the gradient
