@@ -156,7 +156,7 @@ def config(
     }
     if attack is not None:
         cfg["attack"] = {"name": attack}
-        options = {**STRENGTHS.get(attack, {}), **args.settings.get(attack, {})}
+        options = args.settings.get(attack, {})
         if options:
             cfg["attack"]["options"] = options
     if defense is not None:
@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
-    args.settings = {k: dict(v) for k, v in RULE_SETTINGS.items()}
+    # the reference table's attack strengths and rule options, then --set over them
+    args.settings = {k: dict(v) for k, v in {**STRENGTHS, **RULE_SETTINGS}.items()}
     for name, options in parse_settings(args.set).items():
         args.settings.setdefault(name, {}).update(options)
     if args.quick:
@@ -249,8 +250,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.seed}. Final test accuracy; backdoor cells are accuracy / backdoor "
         f"success. {len(plans)} rows, {total / 60:.1f} min."
     )
-    used = {a: {**STRENGTHS.get(a, {}), **args.settings.get(a, {})} for a in attacks}
-    rules = {k: v for k, v in args.settings.items() if k not in attacks}
+    used = {a: args.settings.get(a, {}) for a in attacks}
+    rules = {k: v for k, v in args.settings.items() if k not in ATTACKS}
     print(
         "Attack options: "
         + "; ".join(f"{a} {o}" if o else f"{a} defaults" for a, o in used.items())
