@@ -18,9 +18,10 @@ $(CORE): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e .
 	touch $(CORE)
 
-# Tests exercise every extra: the Ray backend, TFLite export (LiteRT), federated LoRA (ffm), privacy.
+# Tests exercise every extra: the Ray backend, TFLite export (LiteRT), federated LoRA (ffm), privacy,
+# and the TFLite Micro interpreter.
 $(FULL): $(CORE)
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,ray,tflite,ffm,privacy]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,ray,tflite,ffm,privacy,tflite-micro]'
 	# numba compiles librosa's kernels once per install: do it here, not inside a test
 	$(BIN)/python -c 'import numpy, librosa; librosa.feature.mfcc(y=numpy.zeros(8000, "float32"), sr=8000)'
 	touch $(FULL)
