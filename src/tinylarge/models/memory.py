@@ -161,6 +161,47 @@ def lifetimes(
     buffer, which then lives until the last consumer of either; an in-place
     step's output does the same when the input is not read afterwards.
     """
+    return _lifetimes(
+        steps=steps, sizes_bytes=sizes_bytes, graph_inputs=graph_inputs, graph_outputs=graph_outputs
+    )[0]
+
+
+def schedule_arena_plan(
+    *,
+    steps: Sequence[Step],
+    sizes_bytes: Mapping[str, int],
+    graph_inputs: Sequence[str],
+    graph_outputs: Sequence[str],
+    alignment_bytes: int = 1,
+) -> ArenaPlan:
+    """Greedy arena plan of a schedule with an offset for every activation tensor.
+
+    The buffers are :func:`lifetimes`'s and their offsets
+    :func:`greedy_arena_plan`'s; a tensor that shares its input's buffer (an
+    alias or in-place step) gets that buffer's offset, so generated code can
+    address every tensor of the schedule in one arena.
+    """
+    buffers, root = _lifetimes(
+        steps=steps, sizes_bytes=sizes_bytes, graph_inputs=graph_inputs, graph_outputs=graph_outputs
+    )
+    plan = greedy_arena_plan(buffers, alignment_bytes=alignment_bytes)
+    offsets = dict(plan.offsets)
+    for name in sizes_bytes:
+        key = name
+        while key in root:
+            key = root[key]
+        if name not in offsets and key in plan.offsets:
+            offsets[name] = plan.offsets[key]
+    return ArenaPlan(arena_bytes=plan.arena_bytes, peak_bytes=plan.peak_bytes, offsets=offsets)
+
+
+def _lifetimes(
+    *,
+    steps: Sequence[Step],
+    sizes_bytes: Mapping[str, int],
+    graph_inputs: Sequence[str],
+    graph_outputs: Sequence[str],
+) -> tuple[list[Buffer], dict[str, str]]:
     root: dict[str, str] = {}
 
     def find(name: str) -> str:
@@ -211,12 +252,13 @@ def lifetimes(
     for name in graph_outputs:
         if name in sizes_bytes:
             last[find(name)] = end
-    return [
+    buffers = [
         Buffer(
             name=name, size_bytes=sizes_bytes[name], first_step=first[name], last_step=last[name]
         )
         for name in first
     ]
+    return buffers, root
 
 
 def training_memory_bytes(

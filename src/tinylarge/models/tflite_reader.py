@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -303,3 +304,138 @@ def _type_name(code: int) -> str:
         if value == code and not name.startswith("_"):
             return str(name).lower()
     return f"type{code}"
+
+
+@dataclass(frozen=True)
+class TfliteTensor:
+    """One tensor of a ``.tflite`` subgraph as stored.
+
+    Attributes:
+        index: position in the subgraph's tensor table.
+        name: tensor name.
+        shape: dimensions (batch first, channels last).
+        type_code: TFLite ``TensorType`` code (``type_name`` its name: ``int8``, ``float32``).
+        data: bytes of its constant buffer (little endian), ``None`` for activations.
+        scales / zero_points: quantization parameters (float32 values as stored),
+            one per channel along ``quantized_dimension`` for per-channel tensors.
+    """
+
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    type_code: int
+    data: bytes | None
+    scales: tuple[float, ...]
+    zero_points: tuple[int, ...]
+    quantized_dimension: int
+
+    @property
+    def type_name(self) -> str:
+        return _type_name(self.type_code)
+
+
+@dataclass(frozen=True)
+class TfliteOperator:
+    """One operator: its builtin name, tensor indices (-1: optional input absent), options.
+
+    ``options`` is the ``tflite`` schema object of its builtin options
+    (``Conv2DOptions``, ``Pool2DOptions``, ...), or ``None``.
+    """
+
+    kind: str
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    options: Any
+
+
+@dataclass(frozen=True)
+class TfliteGraph:
+    """The main subgraph (subgraph 0) of a ``.tflite`` file in execution order."""
+
+    tensors: tuple[TfliteTensor, ...]
+    operators: tuple[TfliteOperator, ...]
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+
+
+_OPTIONS_NAMES = {
+    int(v): k for k, v in vars(tflite.BuiltinOptions).items() if not k.startswith("_")
+}
+
+
+def _builtin_options(op: Any) -> Any:
+    table = op.BuiltinOptions()
+    name = _OPTIONS_NAMES.get(int(op.BuiltinOptionsType()))
+    cls = getattr(tflite, name, None) if name else None
+    if table is None or cls is None:
+        return None
+    options = cls()
+    options.Init(table.Bytes, table.Pos)
+    return options
+
+
+def read_tflite(path: Path) -> TfliteGraph:
+    """The tensors (with constant data and quantization) and operators of a ``.tflite`` file."""
+    data = path.read_bytes()
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise TinylargeError(f"{path}: not a .tflite flatbuffer (no TFL3 identifier)")
+    try:
+        model = tflite.Model.GetRootAs(data, 0)
+        if model.SubgraphsLength() < 1:
+            raise TinylargeError(f"{path}: the .tflite file has no subgraph")
+        graph = model.Subgraphs(0)
+        tensors = []
+        for t in range(graph.TensorsLength()):
+            tensor = graph.Tensors(t)
+            buf = model.Buffers(tensor.Buffer())
+            raw: bytes | None = None
+            if buf is not None and buf.DataLength() > 0:
+                raw = buf.DataAsNumpy().tobytes()
+            elif buf is not None and int(buf.Size()) > 0:  # stored after the flatbuffer
+                raw = data[int(buf.Offset()) : int(buf.Offset()) + int(buf.Size())]
+            q = tensor.Quantization()
+            scales = (
+                () if q is None or q.ScaleIsNone() else tuple(float(s) for s in q.ScaleAsNumpy())
+            )
+            zps = (
+                ()
+                if q is None or q.ZeroPointIsNone()
+                else tuple(int(z) for z in q.ZeroPointAsNumpy())
+            )
+            tensors.append(
+                TfliteTensor(
+                    index=t,
+                    name=(tensor.Name() or b"").decode(errors="replace"),
+                    shape=()
+                    if tensor.ShapeIsNone()
+                    else tuple(int(d) for d in tensor.ShapeAsNumpy()),
+                    type_code=int(tensor.Type()),
+                    data=raw,
+                    scales=scales,
+                    zero_points=zps,
+                    quantized_dimension=0 if q is None else int(q.QuantizedDimension()),
+                )
+            )
+        operators = []
+        for i in range(graph.OperatorsLength()):
+            op = graph.Operators(i)
+            operators.append(
+                TfliteOperator(
+                    kind=_op_name(model, op.OpcodeIndex()),
+                    inputs=() if op.InputsIsNone() else tuple(int(t) for t in op.InputsAsNumpy()),
+                    outputs=()
+                    if op.OutputsIsNone()
+                    else tuple(int(t) for t in op.OutputsAsNumpy()),
+                    options=_builtin_options(op),
+                )
+            )
+        return TfliteGraph(
+            tensors=tuple(tensors),
+            operators=tuple(operators),
+            inputs=tuple(int(t) for t in graph.InputsAsNumpy()),
+            outputs=tuple(int(t) for t in graph.OutputsAsNumpy()),
+        )
+    except (IndexError, ValueError, TypeError, AttributeError, struct.error) as exc:
+        if isinstance(exc, TinylargeError):
+            raise
+        raise TinylargeError(f"{path}: not a readable .tflite flatbuffer ({exc})") from None
