@@ -40,7 +40,9 @@ under this protocol.
 
 Differences left on purpose: their simulator restores the global RNG after every
 worker, so all workers share one dropout mask, the same at every iteration; here every
-worker draws its own. Their RFA starts Weiszfeld at zero, tinylarge's at the mean.
+worker draws its own (``--shared-dropout`` reproduces theirs: the torch RNG is reset to
+its state after the model's initialisation before every gradient). Their RFA starts
+Weiszfeld at zero, tinylarge's at the mean.
 The ALIE and IPM attackers' own gradients are not computed (their code computes and
 discards them).
 
@@ -216,21 +218,39 @@ class Batches:
         return batch
 
 
-def gradient(model: nn.Module, x: np.ndarray, y: np.ndarray) -> torch.Tensor:
-    """The flat gradient of the mean cross-entropy of ``model`` on one batch."""
+def gradient(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, rng_state: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The flat gradient of the mean cross-entropy of ``model`` on one batch (drawing its
+    dropout masks from ``rng_state`` when given)."""
+    if rng_state is not None:
+        torch.set_rng_state(rng_state)
     model.zero_grad(set_to_none=True)
     loss = nn.functional.cross_entropy(model(tensor(x)), tensor(y))
     loss.backward()
     return torch.cat([q.grad.reshape(-1) for q in model.parameters() if q.grad is not None])
 
 
-def run(data: Dataset, attack: str, rule: str, p: Protocol, *, seed: int, eval_every: int) -> float:
-    """One training run under ``attack`` and ``rule``; the final test accuracy (0..1)."""
+def run(
+    data: Dataset,
+    attack: str,
+    rule: str,
+    p: Protocol,
+    *,
+    seed: int,
+    eval_every: int,
+    shared_dropout: bool = False,
+) -> float:
+    """One training run under ``attack`` and ``rule``; the final test accuracy (0..1).
+
+    ``shared_dropout``: every gradient draws the same dropout masks, as in their simulator.
+    """
     streams = np.random.SeedSequence(seed).spawn(4)
     data_rng, attack_rng, rule_rng = (np.random.default_rng(s) for s in streams[:3])
     torch.manual_seed(seed)
     model = reference_net()
     params = list(model.parameters())
+    rng_after_init = torch.get_rng_state()
     byzantine = 0 if attack == "none" else p.byzantine
     rows = p.honest + byzantine
     aggregate = make_aggregate(rule, p, rows, rule_rng)
@@ -257,13 +277,14 @@ def run(data: Dataset, attack: str, rule: str, p: Protocol, *, seed: int, eval_e
     elif attack != "none":
         raise TinylargeError(f"unknown attack {attack!r}; known: {', '.join(ATTACKS)}")
 
+    shared = rng_after_init if shared_dropout else None
     momenta: torch.Tensor | None = None
     for it in range(1, p.iterations + 1):
         model.train()
         grads = []
         for w in range(p.honest):
             b = loaders[w].next()
-            grads.append(gradient(model, data.x_train[b], data.y_train[b]))
+            grads.append(gradient(model, data.x_train[b], data.y_train[b], shared))
         g = torch.stack(grads)
         momenta = g if momenta is None else momenta.mul_(p.momentum).add_(g)
         honest = momenta.double().numpy()
@@ -277,7 +298,7 @@ def run(data: Dataset, attack: str, rule: str, p: Protocol, *, seed: int, eval_e
                     x, y = data.x_train[b], data.y_train[b]
                     if flip is not None:
                         x, y = flip.poison(x, y, rng=attack_rng)
-                    own_grads.append(gradient(model, x, y))
+                    own_grads.append(gradient(model, x, y, shared))
                 own = torch.stack(own_grads).double().numpy()
             sent = (
                 own if send is None else send(honest, own, num_byzantine=byzantine, rng=attack_rng)
@@ -330,6 +351,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-every", type=int, default=150, help="0: only at the end")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument("--quick", action="store_true", help="smoke run; accuracies mean nothing")
+    ap.add_argument(
+        "--shared-dropout",
+        action="store_true",
+        help="one dropout mask for every worker and iteration, as their simulator draws",
+    )
     args = ap.parse_args(argv)
     try:
         atks = names(args.attacks, ATTACKS, "attack")
@@ -353,7 +379,15 @@ def main(argv: list[str] | None = None) -> int:
         for r in rules:
             t0 = time.perf_counter()
             try:
-                results[a, r] = run(data, a, r, p, seed=args.seed, eval_every=args.eval_every)
+                results[a, r] = run(
+                    data,
+                    a,
+                    r,
+                    p,
+                    seed=args.seed,
+                    eval_every=args.eval_every,
+                    shared_dropout=args.shared_dropout,
+                )
             except TinylargeError as exc:  # e.g. Krum's f = 5 on the 10 buckets of 'none'
                 print(f"{a} {r}: n/a ({exc})", file=sys.stderr)
                 results[a, r] = None
@@ -367,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Non-IID MNIST, {p.workers} workers of which {p.byzantine} Byzantine ('none': the "
         f"{p.honest} honest alone), worker momentum {p.momentum}, {p.iterations} iterations, "
-        f"seed {args.seed}: test accuracy (%), published mean of 3 seeds in parentheses.\n"
+        f"seed {args.seed}{', one shared dropout mask' if args.shared_dropout else ''}: test "
+        "accuracy (%), published mean of 3 seeds in parentheses.\n"
     )
     print(table(results, atks, rules))
     print(f"wall time {time.perf_counter() - start:.0f} s", file=sys.stderr)
