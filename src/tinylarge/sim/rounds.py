@@ -36,7 +36,7 @@ a round's latency can be re-derived from its events; tests do exactly that.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -94,14 +94,17 @@ def sample(ctx: Context, rnd: int, pool: Sequence[Client]) -> list[Client]:
     return [pool[i] for i in sorted(chosen)]
 
 
-def shares(clients: Sequence[Client]) -> dict[int, float]:
-    """Bandwidth share of each client: those on the same link preset share its cell equally."""
+def shares(clients: Sequence[Client], busy: Mapping[str, int] | None = None) -> dict[int, float]:
+    """Bandwidth share of each client: those on the same link preset share its cell equally,
+    with ``busy[link]`` other devices already holding a share of it (the asynchronous clock's
+    devices in flight)."""
     by_link: dict[str, list[Client]] = {}
     for c in clients:
         by_link.setdefault(c.link_name, []).append(c)
     out: dict[int, float] = {}
-    for group in by_link.values():
-        for c, s in zip(group, equal_shares(len(group)), strict=True):
+    for link, group in by_link.items():
+        n = len(group) + (busy or {}).get(link, 0)
+        for c, s in zip(group, equal_shares(n), strict=False):
             out[c.id] = s
     return out
 
@@ -114,9 +117,23 @@ class Round:
     ``begin_turn``/``end_turn``, so the server serves one device at a time.
     """
 
-    def __init__(self, ctx: Context, rnd: int, participants: Sequence[Client]) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        rnd: int,
+        participants: Sequence[Client],
+        *,
+        bill: Callable[..., None] | None = None,
+        cell_busy: Mapping[str, int] | None = None,
+    ) -> None:
         self.ctx = ctx
         self.rnd = rnd
+        #: Where the round's events go: ``ctx.record`` (the ledger), or the asynchronous
+        #: clock's collector (:mod:`tinylarge.sim.async_clock`), which bills each event in
+        #: the server update during which it starts.
+        self._record = ctx.record if bill is None else bill
+        #: Devices outside this round already sharing each link's cell (see :func:`shares`).
+        self.cell_busy = dict(cell_busy or {})
         self.participants = list(participants)
         self.dropped: dict[int, str] = {}
         self.deadline_s = ctx.config.engine.deadline_s
@@ -181,7 +198,7 @@ class Round:
         what: str,
         at_s: float,
     ) -> None:
-        self.ctx.record(
+        self._record(
             self.rnd,
             node=node,
             side=side,
@@ -282,7 +299,7 @@ class Round:
     def _send(
         self, clients: Sequence[Client], payloads: Mapping[int, Payload], direction: str
     ) -> None:
-        split = shares(clients)
+        split = shares(clients, self.cell_busy)
         for c in clients:
             for what, size in payloads.get(c.id, ()):
                 if c.id in self.dropped:
@@ -302,7 +319,7 @@ class Round:
         self, c: Client, direction: str, what: str, size: int, seconds: float, joules: float
     ) -> None:
         at = self._advance(c, seconds)
-        self.ctx.record(
+        self._record(
             self.rnd,
             node=c.node,
             side="device",
@@ -378,7 +395,7 @@ class Round:
         self._open_devices()
         by_id = {c.id: c for c in self.participants}
         clients = [by_id[cid] for cid in streams]
-        split = shares(clients)
+        split = shares(clients, self.cell_busy)
         for c in clients:
             for (direction, what), sizes in sorted(streams[c.id].items()):
                 cache: dict[int, tuple[float, float]] = {}
@@ -480,7 +497,7 @@ class Round:
             else:
                 kind = "upload" if leg == "backhaul_up" else "download"
                 node, side, prof, link = "server", "server", self.ctx.server, backhaul
-            self.ctx.record(
+            self._record(
                 self.rnd,
                 node=node,
                 side=side,  # type: ignore[arg-type]
