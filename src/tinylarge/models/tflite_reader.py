@@ -307,7 +307,7 @@ def _type_name(code: int) -> str:
 
 
 @dataclass(frozen=True)
-class TfliteTensor:
+class StoredTensor:
     """One tensor of a ``.tflite`` subgraph as stored.
 
     Attributes:
@@ -335,7 +335,7 @@ class TfliteTensor:
 
 
 @dataclass(frozen=True)
-class TfliteOperator:
+class StoredOperator:
     """One operator: its builtin name, tensor indices (-1: optional input absent), options.
 
     ``options`` is the ``tflite`` schema object of its builtin options
@@ -349,11 +349,11 @@ class TfliteOperator:
 
 
 @dataclass(frozen=True)
-class TfliteGraph:
+class StoredGraph:
     """The main subgraph (subgraph 0) of a ``.tflite`` file in execution order."""
 
-    tensors: tuple[TfliteTensor, ...]
-    operators: tuple[TfliteOperator, ...]
+    tensors: tuple[StoredTensor, ...]
+    operators: tuple[StoredOperator, ...]
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
 
@@ -374,7 +374,7 @@ def _builtin_options(op: Any) -> Any:
     return options
 
 
-def read_tflite(path: Path) -> TfliteGraph:
+def read_tflite(path: Path) -> StoredGraph:
     """The tensors (with constant data and quantization) and operators of a ``.tflite`` file."""
     data = path.read_bytes()
     if len(data) < 8 or data[4:8] != b"TFL3":
@@ -403,7 +403,7 @@ def read_tflite(path: Path) -> TfliteGraph:
                 else tuple(int(z) for z in q.ZeroPointAsNumpy())
             )
             tensors.append(
-                TfliteTensor(
+                StoredTensor(
                     index=t,
                     name=(tensor.Name() or b"").decode(errors="replace"),
                     shape=()
@@ -420,7 +420,7 @@ def read_tflite(path: Path) -> TfliteGraph:
         for i in range(graph.OperatorsLength()):
             op = graph.Operators(i)
             operators.append(
-                TfliteOperator(
+                StoredOperator(
                     kind=_op_name(model, op.OpcodeIndex()),
                     inputs=() if op.InputsIsNone() else tuple(int(t) for t in op.InputsAsNumpy()),
                     outputs=()
@@ -429,7 +429,7 @@ def read_tflite(path: Path) -> TfliteGraph:
                     options=_builtin_options(op),
                 )
             )
-        return TfliteGraph(
+        return StoredGraph(
             tensors=tuple(tensors),
             operators=tuple(operators),
             inputs=tuple(int(t) for t in graph.InputsAsNumpy()),
