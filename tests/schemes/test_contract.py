@@ -17,6 +17,8 @@ from tinylarge.sim.ledger import Ledger
 OPTIONS: dict[str, dict[str, Any]] = {
     "fedadam": {"server_lr": 0.05},
     "fedyogi": {"server_lr": 0.05},
+    # fedasync: four rounds are four single-device updates; one device at a time chains them
+    "fedasync": {"alpha": 0.9, "concurrency": 1},
     "sl": {"variant": "label-sharing"},
     "fsl": {"variant": "v1", "compression": "int8"},
     "fml": {"alpha": 0.8},

@@ -10,7 +10,8 @@ objective, FedAdam and FedYogi the server's step.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -21,7 +22,10 @@ from tinylarge.schemes.options import NoOptions, SchemeOptions
 from tinylarge.sim.aggregation import Update
 from tinylarge.sim.backends import fit_many
 from tinylarge.sim.rounds import RoundReport
-from tinylarge.sim.training import FitTask
+from tinylarge.sim.training import FitResult, FitTask
+
+if TYPE_CHECKING:
+    from tinylarge.sim.context import Client
 
 OptionsT = TypeVar("OptionsT", bound=SchemeOptions)
 
@@ -51,18 +55,18 @@ class FedAvgFamily(Scheme[OptionsT]):
         """How the server turns the clients' average into the new global model."""
         return averaged
 
-    def run_round(self, rnd: int) -> RoundReport:
+    def local_fit(
+        self, rnd: int, clients: Sequence[Client], weights: Weights
+    ) -> dict[int, FitResult]:
+        """Each of ``clients`` trains ``weights`` locally (task seeds from ``rnd``), by id."""
         ctx = self.ctx
-        rd = ctx.round(rnd, self.pool)
-        size = nbytes(self.weights)
-        active = rd.download({c.id: [("weights", size)] for c in rd.participants})
         tasks = [
             FitTask(
                 client=c.id,
                 round=rnd,
                 seed=ctx.task_seed(rnd, c.id),
                 spec=ctx.spec,
-                weights=self.weights,
+                weights=weights,
                 indices=c.indices,
                 settings=ctx.settings,
                 trainer=self.trainer,
@@ -70,9 +74,16 @@ class FedAvgFamily(Scheme[OptionsT]):
                 poison=None if ctx.adversary is None else ctx.adversary.poison(c.id),
                 dpsgd=None if ctx.dpsgd is None else ctx.dpsgd.spec,
             )
-            for c in active
+            for c in clients
         ]
-        results = {r.client: r for r in fit_many(ctx.backend, tasks)}
+        return {r.client: r for r in fit_many(ctx.backend, tasks)}
+
+    def run_round(self, rnd: int) -> RoundReport:
+        ctx = self.ctx
+        rd = ctx.round(rnd, self.pool)
+        size = nbytes(self.weights)
+        active = rd.download({c.id: [("weights", size)] for c in rd.participants})
+        results = self.local_fit(rnd, active, self.weights)
         for c in active:
             r = results[c.id]
             rd.compute(c, ctx.local_training(r.examples, steps=r.steps), what="local-train")

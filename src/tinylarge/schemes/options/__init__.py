@@ -16,7 +16,14 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from tinylarge.config import ConfigError, ExperimentConfig, format_validation_error
-from tinylarge.schemes.options import compress, federated, inference, split, transfer
+from tinylarge.schemes.options import (
+    asynchronous,
+    compress,
+    federated,
+    inference,
+    split,
+    transfer,
+)
 from tinylarge.schemes.options.base import (
     OPTIONS,
     NoOptions,
@@ -25,7 +32,8 @@ from tinylarge.schemes.options.base import (
     set_fields,
 )
 
-del compress, federated, inference, split, transfer  # imported to register their options
+# imported to register their options
+del asynchronous, compress, federated, inference, split, transfer
 
 
 def scheme_options(cfg: ExperimentConfig, *, source: str = "config") -> SchemeOptions:
