@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from tinylarge.errors import TinylargeError, UnknownNameError
+from tinylarge.network.edges import EdgeConfig, check_edges, group_names
 
 if TYPE_CHECKING:
     from tinylarge.security._secagg_base import SecAggParams
@@ -167,6 +168,8 @@ class DeviceGroup(_Frozen):
     profile: str
     count: Annotated[int, Field(ge=1, le=MAX_DEVICES)] = 1
     link: str = "wifi6"
+    #: How ``topology.edges[].serves`` names the group (default: its position, ``"0"``...).
+    name: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     distance_m: Annotated[float, Field(gt=0, le=MAX_DISTANCE_M)] | None = None
     #: Malicious devices in the group (``attack``): a count (an integer) or a share (a
     #: number with a point, 0.0 to 1.0). They are devices like the others: linked, billed.
@@ -245,6 +248,14 @@ class ServerConfig(_Frozen):
 class TopologyConfig(_Frozen):
     devices: Annotated[list[DeviceGroup], Field(min_length=1, max_length=MAX_GROUPS)]
     server: ServerConfig = Field(default_factory=ServerConfig)
+    #: Edge servers between the groups and the cloud (``server``), for hierarchical schemes
+    #: (hierfavg); each group served by exactly one (:mod:`tinylarge.network.edges`).
+    edges: Annotated[list[EdgeConfig], Field(max_length=MAX_GROUPS)] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _edges_serve_every_group(self) -> TopologyConfig:
+        check_edges(self.edges, group_names([g.name for g in self.devices]))
+        return self
 
     @property
     def num_devices(self) -> int:
