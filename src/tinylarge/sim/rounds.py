@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from tinylarge.errors import TinylargeError
 from tinylarge.hardware.catalogue import DeviceProfile
 from tinylarge.hardware.cost import ComputeCost, Elementwise, Train, Work
 from tinylarge.models.weights import Weights
@@ -49,6 +50,7 @@ from tinylarge.sim.aggregation import AGGREGATORS, Update
 from tinylarge.sim.ledger import Side
 
 if TYPE_CHECKING:
+    from tinylarge.network.link import Link
     from tinylarge.sim.context import Client, Context
 
 #: Messages to one device: ``(what, bytes)`` in the order they are sent.
@@ -459,6 +461,70 @@ class Round:
     def end_turn(self, client: Client) -> None:
         """The server is free for the next turn when ``client``'s clock says so."""
         self._turn_free_s = max(self._turn_free_s, self.clock_s(client))
+
+    # -- edge servers (hierarchical schemes) -------------------------------------------------
+    def _edge_start(self, clients: Sequence[Client]) -> float:
+        """The edge serving ``clients`` starts when the last of them is done; they wait."""
+        self._open_devices()
+        self.barrier(clients)
+        return self._pre_s + self.clock_s(clients[0])
+
+    def edge_work(
+        self,
+        clients: Sequence[Client],
+        work: Work | Sequence[Work],
+        *,
+        node: str,
+        profile: DeviceProfile,
+        what: str,
+    ) -> float:
+        """Work on the edge server ``node`` (``profile``) serving ``clients``, when the last of
+        them is done (they wait for it). Returns its seconds; 0 without clients."""
+        if not clients:
+            return 0.0
+        at = self._edge_start(clients)
+        cost = self.ctx.price(work, profile)
+        for c in clients:
+            self._advance(c, cost.latency_s)
+        self._bill_compute(node, "server", profile, cost, what=what, at_s=at)
+        return cost.latency_s
+
+    def backhaul(
+        self,
+        clients: Sequence[Client],
+        num_bytes: int,
+        *,
+        link: Link,
+        direction: Literal["up", "down"],
+        node: str,
+        profile: DeviceProfile,
+        what: str,
+    ) -> float:
+        """``num_bytes`` between the edge server ``node`` serving ``clients`` and the cloud
+        over ``link`` (``up``: to the cloud), when the last of them is done (they wait for
+        it); billed to the edge. Returns its seconds; 0 without clients."""
+        if not clients:
+            return 0.0
+        at = self._edge_start(clients)
+        res = link.transfer(num_bytes, direction=direction)
+        if res.outage:
+            raise TinylargeError(f"{node}'s backhaul {link.preset.name!r} is in outage")
+        for c in clients:
+            self._advance(c, res.time_s)
+        self._record(
+            self.rnd,
+            node=node,
+            side="server",
+            kind="upload" if direction == "up" else "download",
+            what=what,
+            profile=profile.id,
+            link=link.preset.name,
+            seconds=res.time_s,
+            joules=res.energy_j,
+            num_bytes=num_bytes,
+            at_s=at,
+        )
+        return res.time_s
 
     # -- inference requests ------------------------------------------------------------------
     def serve(

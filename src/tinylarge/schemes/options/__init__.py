@@ -47,11 +47,18 @@ def scheme_options(cfg: ExperimentConfig, *, source: str = "config") -> SchemeOp
         msg = format_validation_error(exc, source=source)
         raise ConfigError(msg.replace(f"{source}: ", f"{source}: scheme.options.")) from None
     problems = options.refuse(cfg) + _privacy_problems(cfg) + _security_problems(cfg)
+    if cfg.topology.edges and cfg.scheme.name not in HIERARCHICAL:
+        problems.append(
+            f"topology.edges: scheme {cfg.scheme.name!r} aggregates at one server; schemes "
+            f"with edge servers: {', '.join(HIERARCHICAL)}"
+        )
     if problems:
         raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
     return options
 
 
+#: Schemes that aggregate at the edge servers of ``topology.edges``.
+HIERARCHICAL = ("hierfavg",)
 #: Schemes whose averaging runs DP-FedAvg (``privacy.dp``), secure aggregation
 #: (``privacy.secagg``) and Poisson client sampling.
 PRIVATE_AVERAGING = ("fedavg", "fedprox", "fedadam", "fedyogi")

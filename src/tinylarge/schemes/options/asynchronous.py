@@ -1,4 +1,5 @@
-"""Options of the asynchronous schemes (FedBuff, FedAsync) and of hierarchical FedAvg."""
+"""Options of the schemes on other clocks: asynchronous (FedBuff, FedAsync) and
+hierarchical (HierFAVG)."""
 
 from __future__ import annotations
 
@@ -64,3 +65,20 @@ class FedAsyncOptions(AsyncOptions):
 
     #: Mixing weight ``alpha`` before the staleness function (the paper's 0.6 or 0.9).
     alpha: Annotated[float, Field(gt=0, le=1)] = 0.6
+
+
+@register_options("hierfavg")
+class HierFavgOptions(SchemeOptions):
+    """HierFAVG (Liu et al. 2020): ``training.local_epochs`` (kappa1) of local training per
+    edge aggregation, ``kappa2`` edge aggregations per cloud aggregation."""
+
+    #: Edge aggregations per cloud round (kappa2).
+    kappa2: Annotated[int, Field(ge=1, le=1000)] = 2
+
+    def refuse(self, cfg: ExperimentConfig) -> list[str]:
+        if cfg.engine.deadline_s is None:
+            return []
+        return [
+            "engine.deadline_s: scheme 'hierfavg' runs kappa2 edge rounds inside each cloud "
+            "round, each edge waiting for its devices, so one deadline cannot cut them; remove it"
+        ]
