@@ -21,6 +21,7 @@ FIGURE_KEYS = {
     "accuracy",
     "offload_fraction",
     "latency_mean_s",
+    "latency_p50_s",
     "latency_p95_s",
     "device_energy_per_inference_j",
     "device_energy_j",

@@ -77,6 +77,7 @@ def test_walk_sums_each_step_and_bills_by_label() -> None:
     assert f.accuracy == pytest.approx(0.8)
     assert (f.bytes_up, f.bytes_down) == (3 * 3136, 3 * 40)
     assert f.latency_p95_s <= offloaded + 1e-12
+    assert f.latency_p50_s == pytest.approx(offloaded)  # 3 of the 5 samples were offloaded
     assert f.device_energy_j == pytest.approx(float(w.costs.device_energy_j.sum()))
 
 

@@ -26,7 +26,9 @@ def register(sub: Any) -> None:
     p.add_argument("config", help="experiment YAML file")
     p.add_argument("--out", help="run directory (default: runs/<config name>)")
     p.add_argument(
-        "--backend", choices=["sequential", "ray"], help="override engine.backend of the config"
+        "--backend",
+        choices=["sequential", "process", "batched", "ray"],
+        help="override engine.backend of the config",
     )
     p.add_argument("--resume", action="store_true", help="continue a stopped run in --out")
     p.add_argument("--json", action="store_true", help="print summary.json to stdout")
@@ -140,6 +142,17 @@ def print_summary(s: dict[str, Any], out: Path) -> None:
             ],
             title="where the energy and the bytes went",
         )
+    from tinylarge.results.figures import scheme_sections
+    from tinylarge.results.rundir import RunDir
+    from tinylarge.sim.ledger import Ledger
+
+    run = RunDir(out)
+    metrics = run.read_metrics() if run.path.is_dir() else []
+    ledger = Ledger.from_csv(run.ledger_path) if run.ledger_path.is_file() else None
+    for sec in scheme_sections(s, metrics, ledger):  # the scheme's own figures
+        print_table(list(sec.headers), [list(r) for r in sec.rows], title=sec.title)
+        if sec.note:
+            print(sec.note)
 
 
 def _pct(v: float | None) -> str:

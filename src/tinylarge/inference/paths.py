@@ -297,8 +297,8 @@ class Figures:
         samples: inferences served.
         accuracy: share of correct answers (no answer counts as wrong).
         offload_fraction: share of samples that sent anything over the uplink.
-        latency_mean_s / latency_p95_s: end-to-end seconds per inference (mean,
-            95th percentile with linear interpolation).
+        latency_mean_s / latency_p50_s / latency_p95_s: end-to-end seconds per
+            inference (mean; median and 95th percentile with linear interpolation).
         device_energy_per_inference_j: mean device joules (compute + radio).
         device_energy_j: total device joules.
         bytes_up / bytes_down: bytes on the devices' links.
@@ -310,6 +310,7 @@ class Figures:
     accuracy: float
     offload_fraction: float
     latency_mean_s: float
+    latency_p50_s: float
     latency_p95_s: float
     device_energy_per_inference_j: float
     device_energy_j: float
@@ -336,6 +337,7 @@ def figures(*, correct: BoolArray, costs: SampleCosts) -> Figures:
         accuracy=float(correct.mean()) if n else 0.0,
         offload_fraction=float((up > 0).mean()) if n else 0.0,
         latency_mean_s=float(latency.mean()) if n else 0.0,
+        latency_p50_s=float(np.percentile(latency, 50)) if n else 0.0,
         latency_p95_s=float(np.percentile(latency, 95)) if n else 0.0,
         device_energy_per_inference_j=total_j / n if n else 0.0,
         device_energy_j=total_j,

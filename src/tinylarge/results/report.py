@@ -10,10 +10,12 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tinylarge.errors import TinylargeError
+from tinylarge.results.figures import scheme_sections
 from tinylarge.results.rundir import RunDir
 from tinylarge.sim.ledger import Ledger
 
@@ -34,7 +36,7 @@ def _figure_png(draw: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
+def _table(headers: list[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows
@@ -206,15 +208,10 @@ def build_report(run_dir: str | Path) -> Path:
     ]
     if excluded:
         parts += ["<h3>Excluded devices</h3>", _table(["profile", "count", "reason"], excluded)]
-    inversion = s.get("inversion") or {}
-    if inversion:  # split learning's model-inversion attack (docs/security.md)
-        cols = ["ssim", "psnr", "baseline_ssim", "baseline_psnr", "server_s"]
-        heads = ["cut", "layer", "SSIM", "PSNR dB", "untrained SSIM", "untrained PSNR", "server s"]
-        defense = html.escape(str(s.get("defense")))
-        parts += [
-            f"<h2>Model inversion of smashed data (defense: {defense})</h2>",
-            _table(heads, [[k, v["layer"], *(v[c] for c in cols)] for k, v in inversion.items()]),
-        ]
+    for sec in scheme_sections(s, rows, ledger):  # the scheme's own figures (results/figures.py)
+        parts += [f"<h2>{html.escape(sec.title)}</h2>", _table(list(sec.headers), sec.rows)]
+        if sec.note:
+            parts.append(f"<p>{html.escape(sec.note)}</p>")
     if profile_rows:
         parts += [
             "<h2>Where the energy and the bytes went</h2>",
