@@ -1,4 +1,4 @@
-"""``tinylarge export RUN_DIR --format onnx-int8|c-header|tflite [--out PATH]``.
+"""``tinylarge export RUN_DIR --format onnx-int8|c-header|tflite|c-source [--out PATH]``.
 
 Reads the deployable artifacts of a completed run (the ``kd`` scheme writes
 them into ``RUN_DIR/artifacts``) and writes the requested format; every file
@@ -11,7 +11,9 @@ gets its input contract beside it (same stem, ``.json``):
 - ``tflite``: a fully-integer TFLite file converted from the run's deployed
   model with litert-torch (the ``tflite`` extra), calibrated on the same
   server-held samples as the ONNX artifact; its test accuracy and its agreement
-  with the ONNX artifact are printed.
+  with the ONNX artifact are printed;
+- ``c-source``: a C99 library of the TFLite artifact, optionally built for a
+  Cortex-M and run in QEMU (:mod:`tinylarge.cli.export_csource`).
 
 A run of a scheme without artifacts, or an unfinished run, is a one-line error
 (exit code 2).
@@ -28,7 +30,7 @@ from typing import Any
 from tinylarge.errors import TinylargeError
 
 ORDER = 35
-FORMATS = ("onnx-int8", "c-header", "tflite")
+FORMATS = ("onnx-int8", "c-header", "tflite", "c-source")
 
 
 def register(sub: Any) -> None:
@@ -47,6 +49,14 @@ def register(sub: Any) -> None:
         choices=("onnx-int8", "tflite"),
         default="onnx-int8",
         help="artifact a c-header embeds (default onnx-int8)",
+    )
+    p.add_argument("--target", help="c-source: also build firmware for a core (cortex-m4|m7|m33)")
+    p.add_argument(
+        "--qemu",
+        type=int,
+        default=0,
+        metavar="N",
+        help="c-source with --target: run N test inputs in QEMU and compare with the host build",
     )
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
     p.set_defaults(func=run)
@@ -104,9 +114,16 @@ def run(args: argparse.Namespace) -> int:
     elif args.format == "tflite":
         out = Path(args.out) if args.out else tflite_path(onnx_path)
         info = export_tflite(run_dir, onnx_path, out)
+    elif args.format == "c-source":
+        from tinylarge.cli.export_csource import export_c_source_cmd
+
+        info = export_c_source_cmd(run_dir, onnx_path, args)
     else:
         info = export_header(run_dir, onnx_path, args)
-    info["bytes"] = Path(info["path"]).stat().st_size
+    path = Path(info["path"])
+    info["bytes"] = (
+        sum(f.stat().st_size for f in path.iterdir()) if path.is_dir() else path.stat().st_size
+    )
     if args.json:
         print_json(info)
     else:

@@ -153,3 +153,72 @@ def fit_per_profile(fits: Sequence[tuple[str, DeviceFit]]) -> dict[str, dict[str
     for profile_id, fit in fits:
         per_profile.setdefault(profile_id, fit.to_dict())
     return per_profile
+
+
+#: Thumb-2 code bytes of each kernel of ``tl_kernels.c`` and the helpers it pulls in,
+#: measured from arm-none-eabi-gcc 12.2 ``-Os -ffunction-sections`` objects for
+#: Cortex-M4 (M7 and M33 differ by at most 4 bytes); tests/compress/test_csource.py
+#: rebuilds the kernels and checks this table against the object files.
+C_KERNEL_CODE_BYTES: dict[str, tuple[int, tuple[str, ...]]] = {
+    "tl_conv2d": (386, ("requantize",)),
+    "tl_depthwise_conv2d": (342, ("requantize",)),
+    "tl_fully_connected": (174, ("requantize",)),
+    "tl_average_pool": (6, ("pool",)),
+    "tl_max_pool": (6, ("pool",)),
+    "tl_add": (116, ("requantize",)),
+    "tl_softmax": (396, ("requantize", "exp")),
+}
+#: Shared helpers: MultiplyByQuantizedMultiplier and its two gemmlowp primitives; the
+#: pooling loop; the softmax's fixed-point exp with its constants.
+C_HELPER_CODE_BYTES = {"requantize": 122, "pool": 352, "exp": 164}
+#: The firmware around the model: vector table, reset handler, semihosting harness,
+#: newlib-nano's memcpy and memset.
+C_RUNTIME_CODE_BYTES = 862
+#: ``<prefix>_invoke``: its own code plus each kernel call (argument set-up).
+C_INVOKE_CODE_BYTES, C_CALL_CODE_BYTES = 84, 40
+
+
+@dataclass(frozen=True)
+class FirmwareFootprint:
+    """Predicted flash and RAM of the c-source firmware of a model (bytes).
+
+    ``flash_bytes`` = ``const_bytes`` (weights, biases, multipliers, shifts and
+    parameter structs, exact from the lowered model) + ``code_bytes`` (the
+    kernels it calls, :data:`C_KERNEL_CODE_BYTES`, plus the runtime and the
+    invoke function). ``ram_bytes`` = ``arena_bytes`` (the planned arena, exact)
+    + ``stack_bytes`` (reserved by the linker script).
+    """
+
+    flash_bytes: int
+    ram_bytes: int
+    const_bytes: int
+    code_bytes: int
+    arena_bytes: int
+    stack_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def c_source_footprint(model: Any) -> FirmwareFootprint:
+    """Flash and RAM of the firmware built from a lowered c-source model.
+
+    ``model`` is a :class:`tinylarge.compress.csource.lower.CModel`.
+    """
+    from tinylarge.compress.firmware import STACK_BYTES
+
+    helpers: set[str] = set()
+    code = C_RUNTIME_CODE_BYTES + C_INVOKE_CODE_BYTES + C_CALL_CODE_BYTES * len(model.calls)
+    for kernel in model.kernels:
+        own, needs = C_KERNEL_CODE_BYTES[kernel]
+        code += own
+        helpers.update(needs)
+    code += sum(C_HELPER_CODE_BYTES[h] for h in helpers)
+    return FirmwareFootprint(
+        flash_bytes=model.const_bytes + code,
+        ram_bytes=model.arena_bytes + STACK_BYTES,
+        const_bytes=model.const_bytes,
+        code_bytes=code,
+        arena_bytes=model.arena_bytes,
+        stack_bytes=STACK_BYTES,
+    )
