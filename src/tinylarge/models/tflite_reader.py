@@ -201,19 +201,26 @@ def _op_name(model: Any, opcode_index: int) -> str:
     return str(BUILTIN_OPCODE2NAME.get(builtin, f"BUILTIN_{builtin}"))
 
 
-def profile_tflite(path: Path) -> ModelProfile:
-    """Profile a ``.tflite`` file (see the module docstring for definitions)."""
-    data = path.read_bytes()
+def _open_graph(data: bytes, name: object) -> tuple[Any, Any]:
+    """The flatbuffer model and its subgraph 0, or a one-line error naming ``name``."""
     if len(data) < 8 or data[4:8] != b"TFL3":
-        raise TinylargeError(f"{path}: not a .tflite flatbuffer (no TFL3 identifier)")
+        raise TinylargeError(f"{name}: not a .tflite flatbuffer (no TFL3 identifier)")
     try:
         model = tflite.Model.GetRootAs(data, 0)
         if model.SubgraphsLength() < 1:
-            raise TinylargeError(f"{path}: the .tflite file has no subgraph")
+            raise TinylargeError(f"{name}: the .tflite file has no subgraph")
         graph = model.Subgraphs(0)
-        num_tensors = graph.TensorsLength()
+        graph.TensorsLength()
     except (IndexError, ValueError, TypeError, AttributeError, struct.error) as exc:
-        raise TinylargeError(f"{path}: not a readable .tflite flatbuffer ({exc})") from None
+        raise TinylargeError(f"{name}: not a readable .tflite flatbuffer ({exc})") from None
+    return model, graph
+
+
+def profile_tflite(path: Path) -> ModelProfile:
+    """Profile a ``.tflite`` file (see the module docstring for definitions)."""
+    data = path.read_bytes()
+    model, graph = _open_graph(data, path)
+    num_tensors = graph.TensorsLength()
 
     shapes: list[tuple[int, ...]] = []
     types: list[int] = []
@@ -377,13 +384,8 @@ def _builtin_options(op: Any) -> Any:
 def read_tflite(path: Path) -> StoredGraph:
     """The tensors (with constant data and quantization) and operators of a ``.tflite`` file."""
     data = path.read_bytes()
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise TinylargeError(f"{path}: not a .tflite flatbuffer (no TFL3 identifier)")
+    model, graph = _open_graph(data, path)
     try:
-        model = tflite.Model.GetRootAs(data, 0)
-        if model.SubgraphsLength() < 1:
-            raise TinylargeError(f"{path}: the .tflite file has no subgraph")
-        graph = model.Subgraphs(0)
         tensors = []
         for t in range(graph.TensorsLength()):
             tensor = graph.Tensors(t)
@@ -436,6 +438,4 @@ def read_tflite(path: Path) -> StoredGraph:
             outputs=tuple(int(t) for t in graph.OutputsAsNumpy()),
         )
     except (IndexError, ValueError, TypeError, AttributeError, struct.error) as exc:
-        if isinstance(exc, TinylargeError):
-            raise
         raise TinylargeError(f"{path}: not a readable .tflite flatbuffer ({exc})") from None
