@@ -143,7 +143,7 @@ def test_validate_checks_the_edges(
 def test_validate_accepts_unnamed_groups_by_position(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = task("hierfavg", edges=[{"name": "a", "serves": ["0"]}, {"name": "b", "serves": ["1"]}])
+    cfg = task("hierfavg", edges=[{"name": "a", "serves": [0]}, {"name": "b", "serves": ["1"]}])
     cfg["topology"]["devices"] = [{k: v for k, v in g.items() if k != "name"} for g in GROUPS]
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -32,6 +32,14 @@ class EdgeConfig(BaseModel):
     #: Device groups it serves: their ``name``, or their position (``"0"``, ``"1"``...).
     serves: Annotated[list[str], Field(min_length=1, max_length=1024)]
 
+    @field_validator("serves", mode="before")
+    @classmethod
+    def _positions_as_text(cls, v: object) -> object:
+        """``serves: [0, 1]`` names the first two groups, as ``["0", "1"]`` does."""
+        if isinstance(v, list):
+            return [str(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in v]
+        return v
+
     @field_validator("name")
     @classmethod
     def _a_node_name(cls, v: str) -> str:
@@ -88,8 +96,7 @@ def check_edges(edges: list[EdgeConfig], groups: list[str]) -> None:
     missing = [g for g in groups if g not in served]
     if missing:
         raise ValueError(
-            f"device groups served by no edge: {', '.join(missing)}; add each to one edge's "
-            "serves"
+            f"device groups served by no edge: {', '.join(missing)}; add each to one edge's serves"
         )
 
 
