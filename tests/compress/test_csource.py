@@ -442,15 +442,19 @@ def test_other_cores_link(fmnist_student: Student, target: str, tmp_path: Path) 
 @needs_litert
 @needs_qemu
 @needs_cc
+@pytest.mark.parametrize("target", ["cortex-m4", "cortex-m7"])
 def test_qemu_run_matches_the_host_build(
-    fmnist_student: Student, m4_image: Any, tmp_path: Path
+    fmnist_student: Student, m4_image: Any, target: str, tmp_path: Path
 ) -> None:
+    image = m4_image if target == "cortex-m4" else build_firmware(
+        fmnist_student.source, target, tmp_path / target
+    )  # fmt: skip
     x = fmnist_student.x[:8]
     out_bytes = int(np.prod(fmnist_student.source.model.output.shape))
-    on_m4 = run_qemu(m4_image, x, output_bytes=out_bytes)
+    on_board = run_qemu(image, x, output_bytes=out_bytes)
     host, _ = host_outputs(fmnist_student.source, x, tmp_path)
-    np.testing.assert_array_equal(on_m4, host)
-    assert len(set(np.argmax(on_m4, 1).tolist())) > 1  # not one class for everything
+    np.testing.assert_array_equal(on_board, host)
+    assert len(set(np.argmax(on_board, 1).tolist())) > 1  # not one class for everything
 
 
 @needs_arm

@@ -28,6 +28,10 @@ def export_c_source_cmd(run_dir: Path, onnx_path: Path, args: argparse.Namespace
 
     if args.qemu and not args.target:
         raise TinylargeError("--qemu N needs --target (cortex-m4 or cortex-m7)")
+    if args.target:
+        from tinylarge.compress.firmware import TARGETS
+
+        TARGETS[args.target]  # an unknown core: one line naming the known ones, nothing written
     tflite = tflite_path(onnx_path)
     if not tflite.is_file():
         export_tflite(run_dir, onnx_path, tflite)
@@ -52,9 +56,8 @@ def export_c_source_cmd(run_dir: Path, onnx_path: Path, args: argparse.Namespace
 def _firmware(
     run_dir: Path, src: Any, args: argparse.Namespace, flash: int, ram: int
 ) -> dict[str, Any]:
-    from tinylarge.compress.firmware import TARGETS, build_firmware, run_qemu
+    from tinylarge.compress.firmware import build_firmware, run_qemu
 
-    TARGETS[args.target]  # unknown core: one line naming the known ones
     image = build_firmware(
         src, args.target, src.directory.with_name(f"{src.directory.name}-{args.target}")
     )
