@@ -144,3 +144,29 @@ def test_a_split_learning_example_plans(capsys: pytest.CaptureFixture[str]) -> N
     assert rows
     assert {r["device"] for r in rows} == {"stm32f746"}
     assert sum(bool(r["chosen"]) for r in rows) == 1
+
+
+@pytest.mark.parametrize(
+    ("scheme", "options"),
+    [("split-inference", {}), ("fsl", {})],
+)
+def test_a_sweep_leaves_out_only_the_groups_a_distance_is_invalid_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], scheme: str, options: dict[str, Any]
+) -> None:
+    """Wi-Fi's indoor channel (TR 38.901 InH) stops at 150 m; BLE's does not: a sweep to
+    300 m plans the BLE group there and names the Wi-Fi group it left out."""
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(small_task(scheme={"name": scheme, "options": options})))
+    assert main(["plan", str(path), "--sweep-distance-m", "10,300"]) == 0
+    out = capsys.readouterr().out
+    assert "left out of the sweep: rpi4" in out
+    assert "300 m" in out
+    assert "150 m" in out  # the reason: the link model's range
+    assert main(["plan", str(path), "--sweep-distance-m", "10,300", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    at_300 = {r["device"] for r in rows if r.get("distance_m") == 300}
+    assert at_300 == {"stm32h743"}
+    assert {r["device"] for r in rows if r.get("distance_m") == 10} == {"rpi4", "stm32h743"}
+    # a single distance outside the range is still the user's error, in one line
+    assert main(["plan", str(path), "--distance-m", "300", "--device", "rpi4"]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0

@@ -159,12 +159,35 @@ class SplitScheme(Scheme[SO]):
         objective: Objective = "energy" if wanted == "energy" else "latency"
         rows: list[dict[str, Any]] = []
         notes: list[str] = []
-        for d in request.sweep_distances_m or (request.distance_m,):
-            for gp in self.plan_groups(
-                objective=objective, device=request.device, link=request.link, distance_m=d
-            ):
-                rows.extend(as_row(e) for e in gp.estimates)
-                notes.append(gp.note())
+        left_out: list[str] = []
+        sweep = request.sweep_distances_m
+        # A sweep plans each profile on its own, so a distance outside one group's link model
+        # (Wi-Fi indoors at 300 m) leaves out that group only, and the plan says so.
+        devices = (
+            [request.device]
+            if request.device is not None or not sweep
+            else list(dict.fromkeys(g.profile for g in self.ctx.config.topology.devices))
+        )
+        for d in sweep or (request.distance_m,):
+            for device in devices:
+                try:
+                    groups = self.plan_groups(
+                        objective=objective, device=device, link=request.link, distance_m=d
+                    )
+                except TinylargeError as exc:
+                    if not sweep:
+                        raise  # one distance asked for: its error is the answer
+                    left_out.append(f"{device} at {d:g} m ({exc})")
+                    continue
+                for gp in groups:
+                    rows.extend(as_row(e) for e in gp.estimates)
+                    notes.append(gp.note())
+        if left_out and not rows:
+            raise TinylargeError(
+                "--sweep-distance-m: no distance is valid for any device group: "
+                + "; ".join(left_out)
+            )
+        notes += [f"left out of the sweep: {why}" for why in left_out]
         cfg = self.ctx.config
         title = (
             f"{cfg.scheme.name} ({self.variant}) cut plan: {cfg.model.name} on "

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tinylarge.errors import TinylargeError
 from tinylarge.hardware.catalogue import DeviceProfile, get_device
 from tinylarge.hardware.cost import Infer
 from tinylarge.hardware.fit import FitReport
@@ -304,6 +305,7 @@ class SplitInference(InferenceScheme[SplitInferenceOptions]):
             groups = mine or [(request.device, groups[0][1], groups[0][2])]
         rows: list[dict[str, Any]] = []
         seen: set[tuple[str, str, float | None]] = set()
+        left_out: list[str] = []
         for profile, link_name, distance in groups:
             name = request.link or link_name
             base = request.distance_m if request.distance_m is not None else distance
@@ -311,14 +313,24 @@ class SplitInference(InferenceScheme[SplitInferenceOptions]):
                 if (profile, name, d) in seen:
                     continue
                 seen.add((profile, name, d))
-                rows += _rows_for(
-                    graph,
-                    device=get_device(profile),
-                    server=ctx.server,
-                    link=Link.from_preset(name, distance_m=d),
-                    objective=objective,
-                    sweep=bool(request.sweep_distances_m),
-                )
+                try:
+                    rows += _rows_for(
+                        graph,
+                        device=get_device(profile),
+                        server=ctx.server,
+                        link=Link.from_preset(name, distance_m=d),
+                        objective=objective,
+                        sweep=bool(request.sweep_distances_m),
+                    )
+                except TinylargeError as exc:
+                    if not request.sweep_distances_m:
+                        raise  # one distance asked for: its error is the answer
+                    left_out.append(f"{profile}/{name} at {d:g} m ({exc})")
+        if left_out and not rows:
+            raise TinylargeError(
+                "--sweep-distance-m: no distance is valid for any device group: "
+                + "; ".join(left_out)
+            )
         notes = [
             f"objective: {objective}; server: {ctx.server.id}; model {cfg.model.name} "
             f"({len(graph.ops)} operators, input {graph.input_bytes} B, "
@@ -331,6 +343,7 @@ class SplitInference(InferenceScheme[SplitInferenceOptions]):
         ]
         if request.sweep_distances_m:
             notes.append("sweep: per distance, the choice and the two ends")
+        notes += [f"left out of the sweep: {why}" for why in left_out]
         return Plan(
             title=f"split-inference plan: {cfg.model.name} on {cfg.task.dataset}",
             columns=COLUMNS,
