@@ -154,6 +154,7 @@ def check_async_clock(out: Path, summary: dict[str, Any]) -> None:
         (agg,) = [e for e in events if e.what == "aggregate"]
         assert start + agg.end_s == pytest.approx(end, rel=1e-12)
         assert row["participants"] == summary.get("buffer_size", 1)
+        assert 0 <= row["staleness_mean"] <= row["staleness_max"] <= summary["staleness_max"]
         left = [why for rnd, _, why in run.read_dropped() if rnd == row["round"]]
         assert set(left) <= {"outage", "dropout", "stale"}
         assert row["dropped"] == len(left)

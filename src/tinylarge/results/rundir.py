@@ -53,6 +53,9 @@ METRIC_FIELDS = (
     # privacy.secagg: clients whose update is in the sum; why a round aborted
     "secagg_survivors",
     "secagg_aborted",
+    # fedbuff, fedasync: the mean and largest staleness of the updates the server step used
+    "staleness_mean",
+    "staleness_max",
     # attack: backdoor, its success rate on the stamped test set
     "backdoor_success",
 )
