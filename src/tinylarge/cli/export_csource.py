@@ -88,10 +88,12 @@ def _test_inputs(run_dir: Path, src: Any, n: int) -> np.ndarray:
     """The first ``n`` test samples of the run's dataset, quantized as the contract says."""
     from tinylarge.compress.quantize import quantize
     from tinylarge.config import load_config
-    from tinylarge.data import load_dataset
+    from tinylarge.data.task import load_task_data
 
     config = load_config(run_dir / "config.yaml")
-    ds = load_dataset(config.task.dataset, seed=config.seed)
+    task = config.task
+    ds, _ = load_task_data(task.dataset, data_dir=task.data_dir, subset=task.subset,
+                           seed=config.seed)  # fmt: skip
     x = ds.x_test[:n]
     if len(x.shape) == 4:  # (N, C, H, W) -> NHWC as the artifact takes it
         x = np.moveaxis(x, 1, -1)
