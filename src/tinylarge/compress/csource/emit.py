@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from tinylarge.compress.csource.lower import FIELDS, Call, CModel, ConstArray
+from tinylarge.compress.csource.lower import FIELDS, INT16_FIELDS, Call, CModel, ConstArray
+from tinylarge.errors import TinylargeError
 
 
 def _int(v: int, ctype: str) -> str:
@@ -96,7 +97,13 @@ def header(model: CModel, contract: Mapping[str, Any], *, prefix: str, source: s
 
 
 def _struct(call: Call, name: str) -> str:
-    values = ", ".join(_int(call.params[f], "int32_t") for f in FIELDS[call.struct])
+    fields = FIELDS[call.struct]
+    for f in fields[: INT16_FIELDS.get(call.struct, 0)]:
+        if not -(2**15) <= call.params[f] < 2**15:
+            raise TinylargeError(
+                f"operator {call.kind}: {f} = {call.params[f]} exceeds the kernel's int16 field"
+            )
+    values = ", ".join(_int(call.params[f], "int32_t") for f in fields)
     return f"static const {call.struct} {name} = {{{values}}};\n"
 
 

@@ -53,12 +53,12 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "tl_softmax_params": ("rows", "depth", "input_multiplier", "input_left_shift", "diff_min"),
 }  # fmt: skip
 #: Leading int16_t fields of each parameter struct (the rest are int32_t).
-_INT16_FIELDS = {"tl_conv_params": 16, "tl_pool_params": 11}
+INT16_FIELDS = {"tl_conv_params": 16, "tl_pool_params": 11}
 
 
 def struct_bytes(struct: str) -> int:
     """``sizeof`` a parameter struct of tl_kernels.h (int16 fields, then 4-aligned int32)."""
-    n16 = _INT16_FIELDS.get(struct, 0)
+    n16 = INT16_FIELDS.get(struct, 0)
     return -(-2 * n16 // 4) * 4 + 4 * (len(FIELDS[struct]) - n16)
 
 
