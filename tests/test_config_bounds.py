@@ -263,6 +263,8 @@ def with_value(cfg: dict[str, Any], target: Target, value: Any) -> dict[str, Any
     for key in target.path[:-1]:
         if isinstance(key, str) and not isinstance(node.get(key), (dict, list)):
             node[key] = {}
+        if isinstance(key, int) and key >= len(node):
+            assume(False)  # a list of sections this config does not have (topology.cells)
         node = node[key]
     node[target.path[-1]] = [value] if target.in_list else value
     return out

@@ -37,6 +37,14 @@ from pydantic import (
 
 from tinylarge.errors import TinylargeError, UnknownNameError
 from tinylarge.network.edges import EdgeConfig, check_edges, group_names
+from tinylarge.network.mobility_config import (
+    CellConfig,
+    HandoverConfig,
+    MobilityConfig,
+    check_cells,
+    check_group,
+    mobility_shorthand,
+)
 
 if TYPE_CHECKING:
     from tinylarge.security._secagg_base import SecAggParams
@@ -177,6 +185,18 @@ class DeviceGroup(_Frozen):
     #: Inference stack for the group's int8 inference (``x-cube-ai@9.0``; docs/devices.md);
     #: ``None``: the profile's own.
     stack: str | None = None
+    #: How the group moves (docs/network.md): None or ``static``: at ``distance_m``.
+    mobility: MobilityConfig | None = None
+
+    @field_validator("mobility", mode="before")
+    @classmethod
+    def _mobility_shorthand(cls, v: Any) -> Any:
+        return mobility_shorthand(v)
+
+    @model_validator(mode="after")
+    def _moves_on_a_radio(self) -> DeviceGroup:
+        check_group(link=self.link, distance_m=self.distance_m, mobility=self.mobility)
+        return self
 
     @property
     def num_malicious(self) -> int:
@@ -255,6 +275,14 @@ class TopologyConfig(_Frozen):
     @model_validator(mode="after")
     def _edges_serve_every_group(self) -> TopologyConfig:
         check_edges(self.edges, group_names([g.name for g in self.devices]))
+        return self
+    #: Where the cells of moving devices stand (docs/network.md); none: one at the origin.
+    cells: Annotated[list[CellConfig], Field(max_length=MAX_GROUPS)] = Field(default_factory=list)
+    handover: HandoverConfig = Field(default_factory=HandoverConfig)
+
+    @model_validator(mode="after")
+    def _cells_serve_the_moving(self) -> TopologyConfig:
+        check_cells(self.cells, [(g.link, g.mobility) for g in self.devices])
         return self
 
     @property

@@ -130,6 +130,9 @@ def build_report(run_dir: str | Path) -> Path:
             ax.legend()
 
         plots.append(("Device energy per profile", _figure_png(energy)))
+    from tinylarge.results.fleet import fleet_figures  # moving devices: the fleet over time
+
+    plots += [(title, _figure_png(draw)) for title, draw in fleet_figures(run, rows, ledger)]
 
     headline = [
         ["scheme", s.get("scheme")],
@@ -160,6 +163,11 @@ def build_report(run_dir: str | Path) -> Path:
             ["privacy: device energy (J)", s.get("privacy_device_energy_j")],
             ["privacy: device seconds", s.get("privacy_device_seconds")],
             ["privacy: bytes on air", s.get("privacy_bytes")],
+        ]
+    if "handovers" in s:
+        headline += [
+            ["handovers (moving devices)", s.get("handovers")],
+            ["transfers in outage (moving devices)", s.get("outage_transfers")],
         ]
     aborted = [r for r in rows if r.get("secagg_aborted")]
     if any(r.get("secagg_survivors") is not None for r in rows):

@@ -58,6 +58,8 @@ METRIC_FIELDS = (
     "staleness_max",
     # attack: backdoor, its success rate on the stamped test set
     "backdoor_success",
+    # mobility: handovers of the moving devices during the round
+    "handovers",
 )
 
 DROPPED_FIELDS = ("round", "node", "reason")

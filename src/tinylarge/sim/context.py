@@ -44,13 +44,16 @@ from tinylarge.models.profile import ModelProfile
 from tinylarge.models.profiler import profile_model
 from tinylarge.models.weights import Weights
 from tinylarge.models.zoo import ModelSpec
+from tinylarge.network.coverage import LinkState, MobileLink
 from tinylarge.network.link import Link, TransferResult
+from tinylarge.network.mobility_config import StaticMobility
 from tinylarge.sim.backends import Backend, make_backend
 from tinylarge.sim.ledger import Event, Kind, Ledger, Side
 from tinylarge.sim.rounds import Round, sample
 from tinylarge.sim.training import TrainSettings, evaluate
 
 if TYPE_CHECKING:
+    from tinylarge.config import DeviceGroup
     from tinylarge.security.dp import PrivateAveraging
     from tinylarge.security.dpsgd_fleet import FleetDpSgd
     from tinylarge.sim.adversary import Adversary, Defense
@@ -69,6 +72,8 @@ class Client:
     link_name: str
     link: Link
     indices: np.ndarray
+    #: A moving device's link over simulated time (``mobility``); None: static at ``link``.
+    mobile: MobileLink | None = None
 
     @property
     def node(self) -> str:
@@ -109,6 +114,9 @@ class Context:
         self.model_profile: ModelProfile = self.profile(self.spec)
         self.server: DeviceProfile = get_device(config.topology.server.profile)
         self.ledger = Ledger()
+        #: Simulated seconds from the run's start to the current round's start (the engine
+        #: sets it): where moving devices are when the round's transfers happen.
+        self.round_start_s = 0.0
         self.clients = self._make_clients()
         #: Every device's verdict from :meth:`admit`: may it take part, and if not, why.
         self.verdicts: dict[int, FitReport] = {}
@@ -160,10 +168,46 @@ class Context:
             if group.stack is not None:
                 profile = with_stack(profile, group.stack)
             link = Link.from_preset(group.link, distance_m=group.distance_m)
-            for _ in range(group.count):
+            for i in range(group.count):
                 cid = len(clients)
-                clients.append(Client(cid, profile, group.link, link, parts[cid]))
+                mobile = self._mobile_link(group, i, cid)
+                at = link if mobile is None else mobile.at(0.0).link
+                clients.append(Client(cid, profile, group.link, at, parts[cid], mobile))
         return clients
+
+    def _mobile_link(self, group: DeviceGroup, index: int, cid: int) -> MobileLink | None:
+        """Device ``index`` of ``group`` (client ``cid``) on the move, or None if static."""
+        from tinylarge.network.coverage import Cell
+        from tinylarge.network.mobility_config import is_moving
+        from tinylarge.network.presets import PRESETS
+
+        m = group.mobility
+        if not is_moving(m):
+            return None
+        assert m is not None
+        assert not isinstance(m, StaticMobility)
+        topo = self.config.topology
+        cells = [
+            Cell(c.name, c.x_m, c.y_m, c.height_m)
+            for c in topo.cells
+            if c.links is None or group.link in c.links
+        ] or [Cell("cell-0", 0.0, 0.0)]
+        return MobileLink(
+            PRESETS[group.link],
+            m.trajectory(index=index, rng=np.random.default_rng([self.seed, cid, 70])),
+            cells,
+            seed_key=(self.seed, cid),
+            period_s=topo.handover.period_s,
+            hysteresis_db=topo.handover.hysteresis_db,
+            los=m.los,
+        )
+
+    def link_state(self, client: Client, when_s: float) -> LinkState | None:
+        """A moving ``client``'s link ``when_s`` simulated seconds after the run began (None:
+        a static client)."""
+        if client.mobile is None:
+            return None
+        return client.mobile.at(when_s)
 
     def profile(
         self, spec: ModelSpec, *, batch_size: int | None = None, optimizer: str | None = None
@@ -354,16 +398,40 @@ class Context:
         return total_cost(work, device)
 
     def transfer(
-        self, rnd: int, client: Client, num_bytes: int, *, direction: Direction, share: float = 1.0
+        self,
+        rnd: int,
+        client: Client,
+        num_bytes: int,
+        *,
+        direction: Direction,
+        share: float = 1.0,
+        when_s: float | None = None,
     ) -> TransferResult:
         """Moving ``num_bytes`` over ``client``'s link in round ``rnd`` (not billed).
 
-        The channel is block-faded over a round: every transfer of one client, round and
-        direction sees the same fading and shadowing draw (``engine.fading``,
-        ``engine.shadowing``), so a link is in outage for the whole round or not at all.
+        A static device's channel is block-faded over a round: every transfer of one
+        client, round and direction sees the same fading and shadowing draw
+        (``engine.fading``, ``engine.shadowing``), so a link is in outage for the whole
+        round or not at all. A moving device's transfer sees the link of the moment it
+        starts, ``when_s`` simulated seconds after the run began (default: the round's
+        start; :meth:`link_state`), with its own draws, seeded from (seed, round, direction,
+        client, start time).
         """
         eng = self.config.engine
         stream = 2 if direction == "down" else 3
+        state = self.link_state(client, self.round_start_s if when_s is None else when_s)
+        if state is not None:
+            when = round(state.t_s * 1e6)  # the start time in microseconds keys the draw
+            return state.link.transfer(
+                num_bytes,
+                rng=np.random.default_rng(
+                    [self.seed, rnd + 1, stream * 1_000_003 + client.id, when]
+                ),
+                share=share,
+                direction=direction,
+                fading=eng.fading,
+                shadowing=eng.shadowing,
+            )
         return client.link.transfer(
             num_bytes,
             rng=self.rng(rnd, stream * 1_000_003 + client.id),
@@ -380,8 +448,9 @@ class Context:
         pass over the requests, so baselines draw their own): one fading draw per request."""
         eng = self.config.engine
         base = _REQUEST_STREAMS + client.id * 64 + mode * len(LEGS)
+        state = self.link_state(client, self.round_start_s)  # moving: where the round finds it
         return RequestChannel(
-            client.link,
+            client.link if state is None else state.link,
             backhaul=backhaul,
             fading=eng.fading,
             shadowing=eng.shadowing,
@@ -404,6 +473,10 @@ class Context:
         macs: int = 0,
         num_bytes: int = 0,
         link: str = "",
+        distance_m: float = 0.0,
+        rate_bps: float = 0.0,
+        outage: bool = False,
+        cell: str = "",
     ) -> None:
         """Bill one event to the ledger (the round clock calls this; schemes do not)."""
         self.ledger.record(
@@ -420,6 +493,10 @@ class Context:
                 bytes=num_bytes,
                 link=link,
                 at_s=at_s,
+                distance_m=distance_m,
+                rate_bps=rate_bps,
+                outage=outage,
+                cell=cell,
             )
         )
 

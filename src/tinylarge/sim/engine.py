@@ -107,6 +107,9 @@ def summarize(
     if ctx.dpsgd is not None:
         summary.update(ctx.dpsgd.summary())
     summary["per_profile"] = per_profile(ctx, ledger)
+    if any(c.mobile is not None for c in ctx.clients):
+        summary["handovers"] = sum(int(r.get("handovers") or 0) for r in rows)
+        summary["outage_transfers"] = sum(1 for e in ledger if e.outage)
     summary.update(scheme.summary_extras())
     return summary
 
@@ -206,6 +209,7 @@ def run_experiment(
                 if reached:
                     break
                 n_before = len(ctx.ledger)
+                ctx.round_start_s = clock
                 report = scheme.run_round(rnd)
                 new_events = ctx.ledger.since(n_before)
                 this_round = Ledger(new_events)  # per-round queries never rescan the run
@@ -228,6 +232,9 @@ def run_experiment(
                     "device_energy_j": this_round.device_energy_j(),
                 }
                 row.update(report.notes)
+                moving = [c.mobile for c in ctx.clients if c.mobile is not None]
+                if moving:  # handovers of the moving devices during the round
+                    row["handovers"] = sum(m.handovers(ctx.round_start_s, clock) for m in moving)
                 if ctx.privacy is not None:
                     row["epsilon"] = ctx.privacy.epsilon(rnd + 1)
                     row["clipping_norm"] = ctx.privacy.dp.last_clip

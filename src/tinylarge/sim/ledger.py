@@ -39,6 +39,13 @@ class Event:
         at_s: when it started, in simulated seconds from the start of its round (the
             round clock of :mod:`tinylarge.sim.rounds`); events a round aggregates (the
             requests an inference mode serves) are laid end to end from their first start.
+        distance_m: a moving device's transfer (``mobility``, docs/network.md): its distance
+            to the serving cell when it started; 0 for every other event.
+        rate_bps: a moving device's transfer: the rate it got (its share of the cell
+            applied); 0 for every other event.
+        outage: a moving device's transfer that found its link in outage: nothing was sent
+            or billed (bytes, seconds, joules 0); recorded for where it happened.
+        cell: the cell that served a moving device's transfer, "" otherwise.
     """
 
     round: int
@@ -53,6 +60,10 @@ class Event:
     bytes: int = 0
     link: str = ""
     at_s: float = 0.0
+    distance_m: float = 0.0
+    rate_bps: float = 0.0
+    outage: bool = False
+    cell: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -189,6 +200,11 @@ class Ledger:
                         bytes=int(row["bytes"]),
                         link=row["link"],
                         at_s=float(row.get("at_s") or 0.0),  # ledgers before the round clock
+                        # ledgers before mobility have none of these
+                        distance_m=float(row.get("distance_m") or 0.0),
+                        rate_bps=float(row.get("rate_bps") or 0.0),
+                        outage=row.get("outage") == "True",
+                        cell=row.get("cell") or "",
                     )
                 )
         return cls(events)

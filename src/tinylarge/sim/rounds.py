@@ -14,6 +14,10 @@ config field means the same thing in every scheme:
   the round, one draw per direction (:meth:`tinylarge.sim.context.Context.transfer`).
   A transfer in outage sends nothing and bills nothing: the device drops out of
   the round (``"outage"``).
+- A device group's ``mobility``: a moving device's transfer sees the link of the moment
+  it starts (round start + its clock; :meth:`tinylarge.sim.context.Context.link_state`),
+  with its own fading and shadowing draw; its events carry the distance, rate and cell,
+  and a transfer in outage is recorded at no cost (docs/network.md).
 - ``engine.dropout_prob``: after its downloads a participant drops out with
   this probability (``"dropout"``; one draw per participant and round).
 - ``engine.deadline_s``: a participant whose results arrive later than this many
@@ -26,8 +30,9 @@ config field means the same thing in every scheme:
   training) last. The round's latency is pre + device phase + post.
 
 The device phase ends when the last participant still in the round is done (or
-at the deadline if a straggler was cut). Dropped devices do not hold it up, except
-in a turn-based round, which ends no earlier than its last turn.
+at the deadline if a straggler was cut or a moving device lost its link). Dropped
+devices do not hold it up, except in a turn-based round, which ends no earlier than
+its last turn.
 
 Every event is billed to the ledger with its start on this clock (``at_s``), so
 a round's latency can be re-derived from its events; tests do exactly that.
@@ -134,6 +139,10 @@ class Round:
         #: clock's collector (:mod:`tinylarge.sim.async_clock`), which bills each event in
         #: the server update during which it starts.
         self._record = ctx.record if bill is None else bill
+        #: Simulated seconds from the run's start to this round's zero (its events' ``at_s``
+        #: count from here): where moving devices are. The engine's clock at the round's
+        #: start; another clock sets its own (the asynchronous clock: the dispatch time).
+        self.start_s = ctx.round_start_s
         #: Devices outside this round already sharing each link's cell (see :func:`shares`).
         self.cell_busy = dict(cell_busy or {})
         self.participants = list(participants)
@@ -308,19 +317,32 @@ class Round:
                     break
                 if size <= 0:
                     continue
+                at = self._pre_s + self.clock_s(c)
                 res = self.ctx.transfer(
                     self.rnd, c, size, direction="up" if direction == "up" else "down",
-                    share=split[c.id],
+                    share=split[c.id], when_s=self.start_s + at,
                 )  # fmt: skip
                 if res.outage:
+                    self._outage(c, direction, what, at)
                     self.drop(c, "outage")
                     break
-                self._bill_transfer(c, direction, what, size, res.time_s, res.energy_j)
+                self._bill_transfer(
+                    c, direction, what, size, res.time_s, res.energy_j, rate_bps=res.rate_bps
+                )
 
     def _bill_transfer(
-        self, c: Client, direction: str, what: str, size: int, seconds: float, joules: float
+        self,
+        c: Client,
+        direction: str,
+        what: str,
+        size: int,
+        seconds: float,
+        joules: float,
+        *,
+        rate_bps: float = 0.0,
     ) -> None:
         at = self._advance(c, seconds)
+        where = self._where(c, at, rate_bps)
         self._record(
             self.rnd,
             node=c.node,
@@ -333,7 +355,27 @@ class Round:
             joules=joules,
             num_bytes=size,
             at_s=at,
+            **where,
         )
+
+    def _where(self, c: Client, at_s: float, rate_bps: float) -> dict[str, Any]:
+        """A moving device's transfer is billed with where it happened (the ledger's
+        ``distance_m``, ``rate_bps``, ``cell``); a static device's with nothing more."""
+        state = self.ctx.link_state(c, self.start_s + at_s)
+        if state is None:
+            return {}
+        return {"distance_m": state.distance_m, "rate_bps": rate_bps, "cell": state.cell}
+
+    def _outage(self, c: Client, direction: str, what: str, at_s: float) -> None:
+        """A moving device's transfer in outage: recorded at no cost, with where it was."""
+        where = self._where(c, at_s, 0.0)
+        if where:
+            self._record(
+                self.rnd, node=c.node, side="device",
+                kind="upload" if direction == "up" else "download", what=what,
+                profile=c.profile.id, link=c.link_name, seconds=0.0, joules=0.0, at_s=at_s,
+                outage=True, **where,
+            )  # fmt: skip
 
     def download(
         self,
@@ -356,7 +398,10 @@ class Round:
         ]
         if round_trip:
             for c in todo:
-                if self.ctx.transfer(self.rnd, c, 1, direction="up").outage:
+                at = self._pre_s + self.clock_s(c)
+                if self.ctx.transfer(
+                    self.rnd, c, 1, direction="up", when_s=self.start_s + at
+                ).outage:
                     self.drop(c, "outage")
             todo = [c for c in todo if c.id not in self.dropped]
         self._send(todo, payloads, "down")
@@ -400,24 +445,32 @@ class Round:
         split = shares(clients, self.cell_busy)
         for c in clients:
             for (direction, what), sizes in sorted(streams[c.id].items()):
-                cache: dict[int, tuple[float, float]] = {}
+                cache: dict[int, tuple[float, float, float]] = {}
                 times: list[float] = []
                 joules: list[float] = []
+                at = self._pre_s + self.clock_s(c)  # a moving device: the stream's start
+                lost = False
                 for n in sizes:
                     if n not in cache:
                         res = self.ctx.transfer(
                             self.rnd, c, n, direction="up" if direction == "up" else "down",
-                            share=split[c.id],
+                            share=split[c.id], when_s=self.start_s + at,
                         )  # fmt: skip
-                        if res.outage:
+                        if res.outage and c.mobile is None:
                             raise RuntimeError(f"message in outage for {c.node}: admit it first")
-                        cache[n] = (res.time_s, res.energy_j)
+                        lost = lost or res.outage
+                        cache[n] = (res.time_s, res.energy_j, res.rate_bps)
                     times.append(cache[n][0])
                     joules.append(cache[n][1])
+                if lost:  # a moving device drove out of coverage since it was admitted
+                    self._outage(c, direction, what, at)
+                    self.drop(c, "outage")
+                    break
                 if times:
                     self._bill_transfer(
-                        c, direction, what, int(sum(sizes)), math.fsum(times), math.fsum(joules)
-                    )
+                        c, direction, what, int(sum(sizes)), math.fsum(times), math.fsum(joules),
+                        rate_bps=cache[sizes[-1]][2],
+                    )  # fmt: skip
 
     def upload(
         self, payloads: Mapping[int, Payload], clients: Sequence[Client] | None = None
@@ -587,6 +640,13 @@ class Round:
         end = max([*still, self._turn_free_s])
         if self.deadline_s is not None and "straggler" in self.dropped.values():
             end = self.deadline_s
+        # a moving device that lost its link is not heard from: the server waits for it until
+        # the deadline (without one, a round everyone drove out of would take no time)
+        lost = any(
+            c.mobile is not None and self.dropped.get(c.id) == "outage" for c in self.participants
+        )
+        if self.deadline_s is not None and lost:
+            end = max(end, self.deadline_s)
         self._device_end_s = end
         self._phase = "after"
 
