@@ -276,6 +276,7 @@ class TopologyConfig(_Frozen):
     def _edges_serve_every_group(self) -> TopologyConfig:
         check_edges(self.edges, group_names([g.name for g in self.devices]))
         return self
+
     #: Where the cells of moving devices stand (docs/network.md); none: one at the origin.
     cells: Annotated[list[CellConfig], Field(max_length=MAX_GROUPS)] = Field(default_factory=list)
     handover: HandoverConfig = Field(default_factory=HandoverConfig)
@@ -319,6 +320,11 @@ class TrainingConfig(_Frozen):
     #: replacement; ``poisson`` takes each device independently with probability ``fraction``
     #: (the sampling DP-FedAvg's accounting assumes; see docs/privacy.md).
     sampling: Literal["fixed", "poisson"] = "fixed"
+    #: Which devices a fixed-size round takes (:mod:`tinylarge.sim.selection`): ``uniform``,
+    #: ``channel`` (best uplinks) or ``energy`` (least spent) among ``selection_candidates``
+    #: times as many uniform candidates.
+    selection: Literal["uniform", "channel", "energy"] = "uniform"
+    selection_candidates: Annotated[float, Field(ge=1, le=1000)] = 2.0
     optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
@@ -587,6 +593,11 @@ class ExperimentConfig(_Frozen):
                     f"2**{(sa.quantization_range * most - 1).bit_length()} or lower "
                     "quantization_range"
                 )
+        if self.training.sampling == "poisson" and self.training.selection != "uniform":
+            raise ValueError(
+                f"training.selection {self.training.selection}: Poisson sampling takes each "
+                "device independently, there is no choice to make; use sampling: fixed"
+            )
         if self.training.sampling == "poisson" and self.training.min_clients != 1:
             raise ValueError(
                 "training.min_clients: Poisson sampling draws each device independently and "

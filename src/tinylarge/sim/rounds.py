@@ -87,8 +87,9 @@ class RoundReport:
 
 
 def sample(ctx: Context, rnd: int, pool: Sequence[Client]) -> list[Client]:
-    """``training.fraction`` of ``pool`` (at least ``training.min_clients``), in pool order;
-    with ``training.sampling: poisson`` each device independently with that probability.
+    """``training.fraction`` of ``pool`` (at least ``training.min_clients``), in pool order,
+    chosen by ``training.selection`` (:mod:`tinylarge.sim.selection`); with
+    ``training.sampling: poisson`` each device independently with that probability.
 
     Deterministic in (seed, round): resuming a run samples the same devices.
     """
@@ -96,9 +97,9 @@ def sample(ctx: Context, rnd: int, pool: Sequence[Client]) -> list[Client]:
     if t.sampling == "poisson":  # each device independently with probability ``fraction``
         picked = ctx.rng(rnd, 1).random(len(pool)) < t.fraction
         return [c for c, p in zip(pool, picked, strict=True) if p]
-    k = t.per_round(len(pool))
-    chosen = ctx.rng(rnd, 1).choice(len(pool), size=k, replace=False)
-    return [pool[i] for i in sorted(chosen)]
+    from tinylarge.sim.selection import SELECTORS
+
+    return SELECTORS[t.selection](ctx, rnd, pool, t.per_round(len(pool)))
 
 
 def shares(clients: Sequence[Client], busy: Mapping[str, int] | None = None) -> dict[int, float]:

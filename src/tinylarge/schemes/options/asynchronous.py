@@ -38,6 +38,11 @@ class AsyncOptions(SchemeOptions):
                 f"engine.deadline_s: scheme {name!r} is asynchronous, it has no round to cut; "
                 "bound how late an update may be with scheme.options.max_staleness instead"
             )
+        if cfg.training.selection != "uniform":
+            out.append(
+                f"training.selection: scheme {name!r} dispatches to idle devices uniformly as "
+                "slots free; selection policies choose a synchronous round's devices"
+            )
         n = cfg.topology.num_devices
         if self.concurrency is not None and self.concurrency > n:
             out.append(
