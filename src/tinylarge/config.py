@@ -349,7 +349,9 @@ class TrainingConfig(_Frozen):
 class EngineConfig(_Frozen):
     """Simulated-clock and backend settings."""
 
-    backend: Literal["sequential", "ray"] = "sequential"
+    backend: Literal["sequential", "process", "batched", "ray"] = "sequential"
+    #: Worker processes of the process and batched backends (default: one per core).
+    workers: Annotated[int, Field(ge=1, le=1024)] | None = None
     ray_address: Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS)] | None = None
     deadline_s: Annotated[float, Field(gt=0, le=1e9)] | None = None
     dropout_prob: Annotated[float, Field(ge=0, lt=1)] = 0.0

@@ -32,7 +32,7 @@ def register(sub: Any) -> None:
         help="comma-separated scheme names to run each config under, e.g. fedavg,fedprox",
     )
     p.add_argument("--out", default="runs/compare", help="parent of the run directories")
-    p.add_argument("--backend", choices=["sequential", "ray"])
+    p.add_argument("--backend", choices=["sequential", "process", "batched", "ray"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 

@@ -111,6 +111,9 @@ class Link:
         self.distance_m = _checks.non_negative("distance_m", d, " m")
         self._pathloss_db = 0.0
         self._sigma_db = 0.0
+        #: Deterministic transfers (no fading, no shadowing) by (bytes, share, direction):
+        #: a fleet's devices on one link send the same model thousands of times a round.
+        self._memo: dict[tuple[int, float, str], TransferResult] = {}
         if preset.pathloss is not None:
             self._pathloss_db = preset.pathloss.loss_db(
                 distance_m=self.distance_m, carrier_hz=preset.carrier_hz
@@ -218,6 +221,25 @@ class Link:
 
         ``rng`` is required when ``fading`` or ``shadowing`` is on.
         """
+        if not (fading or shadowing):
+            key = (num_bytes, share, direction)
+            memo = self._memo.get(key)
+            if memo is None:
+                memo = self._transfer(num_bytes, None, share, direction, False, False)
+                if len(self._memo) < 4096:
+                    self._memo[key] = memo
+            return memo
+        return self._transfer(num_bytes, rng, share, direction, fading, shadowing)
+
+    def _transfer(
+        self,
+        num_bytes: int,
+        rng: np.random.Generator | None,
+        share: float,
+        direction: Direction,
+        fading: bool,
+        shadowing: bool,
+    ) -> TransferResult:
         n = _checks.byte_count("num_bytes", num_bytes)
         s = _checks.fraction("share", share)
         d = _direction(direction)

@@ -369,6 +369,7 @@ class Context:
                 self.dataset.x_train,
                 self.dataset.y_train,
                 address=self.config.engine.ray_address,
+                workers=self.config.engine.workers,
             )
         return self._backend
 
@@ -419,6 +420,7 @@ class Context:
         """
         eng = self.config.engine
         stream = 2 if direction == "down" else 3
+        random = eng.fading or eng.shadowing  # a deterministic link needs no generator
         state = self.link_state(client, self.round_start_s if when_s is None else when_s)
         if state is not None:
             when = round(state.t_s * 1e6)  # the start time in microseconds keys the draw
@@ -434,7 +436,7 @@ class Context:
             )
         return client.link.transfer(
             num_bytes,
-            rng=self.rng(rnd, stream * 1_000_003 + client.id),
+            rng=self.rng(rnd, stream * 1_000_003 + client.id) if random else None,
             share=share,
             direction=direction,
             fading=eng.fading,

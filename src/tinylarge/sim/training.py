@@ -99,8 +99,13 @@ def seeded(seed: int, *, threads: int = 1) -> torch.Generator:
     Device tasks use one thread; server work uses ``engine.threads`` (the same
     on every backend, since the server's work always runs in the driver).
     """
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    if torch.cuda.is_available():
+        torch.manual_seed(seed)
+    else:  # the CPU generator alone: torch.manual_seed also queues lazy seeding of every
+        # accelerator backend, formatting a stack trace each time (~3 ms a call)
+        torch.default_generator.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
 
@@ -321,6 +326,40 @@ def build(spec: ModelSpec, weights: Sequence[np.ndarray] | None = None) -> nn.Mo
     return model
 
 
+def spec_key(spec: ModelSpec) -> tuple[Any, ...]:
+    """What identifies ``spec``'s architecture (its options' dict made hashable)."""
+    return (spec.name, spec.input_shape, spec.num_classes, repr(sorted(spec.options.items())))
+
+
+#: One model per architecture per process, reused by :func:`reused_model`: with its state
+#: tensors in state-dict order.
+_MODELS: dict[tuple[Any, ...], tuple[nn.Module, list[torch.Tensor]]] = {}
+
+
+@torch.no_grad()
+def reused_model(spec: ModelSpec, weights: Sequence[np.ndarray]) -> nn.Module:
+    """``spec``'s model with ``weights`` loaded, built once per process and architecture and
+    reloaded on every call (building a model and initialising weights that are overwritten
+    at once cost more than training a tiny client). Every parameter and buffer is
+    overwritten, so nothing of a previous call survives; the caller must not keep it."""
+    key = spec_key(spec)
+    cached = _MODELS.get(key)
+    if cached is None:
+        model = spec.build()
+        cached = _MODELS[key] = (model, list(model.state_dict().values()))
+    model, state = cached
+    if len(state) != len(weights):
+        raise ValueError(f"model has {len(state)} tensors, got {len(weights)}")
+    for t, w in zip(state, weights, strict=True):
+        a = np.asarray(w)
+        if a.shape != t.shape:  # copy_ would broadcast where load_state_dict refuses
+            raise ValueError(f"weights of shape {a.shape} for a tensor of {tuple(t.shape)}")
+        t.copy_(torch.from_numpy(a if a.flags.writeable else a.copy()))
+    for p in model.parameters():
+        p.grad = None
+    return model
+
+
 def init_weights(spec: Any, *, seed: int) -> Weights:
     """Fresh weights of anything with a ``build()`` (zoo or early-exit spec), from ``seed``."""
     torch.manual_seed(seed)
@@ -443,8 +482,11 @@ def fit(task: FitTask, x: np.ndarray, y: np.ndarray) -> FitResult:
     backend gives the same weights. The trainer's loss must be a mean over the batch's
     examples (``erm``'s is).
     """
-    gen = seeded(task.seed)
-    model = build(task.spec, task.weights)
+    if task.dpsgd is None:  # Opacus wraps the model it trains: DP-SGD gets a fresh one
+        model = reused_model(task.spec, task.weights)
+    else:
+        model = build(task.spec, task.weights)
+    gen = seeded(task.seed)  # after the model is built: its initialisation draws nothing here
     model.train()
     start = [p.detach().clone() for p in model.parameters()]
     loss_fn = TRAINERS[task.trainer]
