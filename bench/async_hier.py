@@ -13,6 +13,9 @@ first evaluated round with test accuracy at ``--target`` (or its round budget):
 - ``fedasync``: 8 at once, every arrival mixed in with ``alpha = 0.6 (1 + s)^-0.5``.
 - ``hierfavg``: an edge server per radio (Wi-Fi, 5G, NB-IoT, LoRa cells) on gigabit
   Ethernet to the cloud, 8 devices a cloud round, ``kappa2 = 2`` edge rounds in each.
+- ``fedavg+channel``, ``fedavg+energy``: FedAvg whose 8 devices a round are the best
+  uplinks, or those that have spent the least energy, of 16 uniform candidates
+  (``training.selection``, :mod:`tinylarge.sim.selection`).
 
 Printed (markdown): per scheme the simulated seconds to the target, server updates (the
 metric rounds) it took, final accuracy, device energy, bytes on air, mean and largest
@@ -22,7 +25,7 @@ published ones beside them (Nguyen et al. 2022, https://arxiv.org/abs/2106.06639
 to 2.5x faster than FedAsync). Every figure comes from the runs' summary.json.
 
     TINYLARGE_DATA=../shared/datasets nice .venv/bin/python bench/async_hier.py \
-        [--target 0.80] [--seed 0] [--schemes fedavg,fedbuff,fedasync,hierfavg] [--json]
+        [--target 0.80] [--seed 0] [--schemes fedavg,fedbuff,...] [--json]
 """
 
 from __future__ import annotations
@@ -42,40 +45,48 @@ from tinylarge.sim.engine import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "fedbuff_fleet.yaml"
-#: Each scheme's options, and the most metric rounds (server updates) it may take.
-SCHEMES: dict[str, tuple[dict[str, Any], int]] = {
-    "fedavg": ({}, 60),
-    "fedbuff": ({"concurrency": 8, "buffer_size": 4}, 400),
-    "fedasync": ({"concurrency": 8, "alpha": 0.6}, 800),
-    "hierfavg": ({"kappa2": 2}, 40),
+#: Each row: its scheme, the scheme's options, the most metric rounds (server updates) it may
+#: take, and training settings over the example's (FedAvg's selection policies).
+SCHEMES: dict[str, tuple[str, dict[str, Any], int, dict[str, Any]]] = {
+    "fedavg": ("fedavg", {}, 60, {}),
+    "fedbuff": ("fedbuff", {"concurrency": 8, "buffer_size": 4}, 400, {}),
+    "fedasync": ("fedasync", {"concurrency": 8, "alpha": 0.6}, 800, {}),
+    "hierfavg": ("hierfavg", {"kappa2": 2}, 40, {}),
+    "fedavg+channel": ("fedavg", {}, 60, {"selection": "channel"}),
+    "fedavg+energy": ("fedavg", {}, 60, {"selection": "energy"}),
 }
 #: FedBuff's published speed-ups (Nguyen et al. 2022).
 PUBLISHED_SYNC = "2.5-3.8x (up to 3.8x, arXiv; 3.3x, AISTATS)"
 PUBLISHED_ASYNC = "up to 2.5x"
 
 
-def config(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """examples/fedbuff_fleet.yaml with ``name`` as the scheme."""
+def config(label: str, args: argparse.Namespace) -> dict[str, Any]:
+    """examples/fedbuff_fleet.yaml with row ``label``'s scheme and settings."""
     cfg: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
-    options, rounds = SCHEMES[name]
+    name, options, rounds, training = SCHEMES[label]
     if name == "fedbuff":
         options = {**options, "buffer_size": args.buffer}
-    cfg["name"] = f"async-hier-{name}"
+    cfg["name"] = f"async-hier-{label.replace('+', '-')}"
     cfg["seed"] = args.seed
     cfg["scheme"] = {"name": name, "options": options}
-    cfg["training"] = {**cfg["training"], "rounds": rounds, "target_accuracy": args.target}
+    cfg["training"] = {
+        **cfg["training"],
+        **training,
+        "rounds": rounds,
+        "target_accuracy": args.target,
+    }
     if name == "hierfavg":  # an edge server per radio, each its own cell
         groups = [g["name"] for g in cfg["topology"]["devices"]]
         cfg["topology"]["edges"] = [{"name": f"{g}-edge", "serves": [g]} for g in groups]
     return cfg
 
 
-def run(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+def run(label: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     started = time.perf_counter()
-    s = run_experiment(parse_config(config(name, args)), out=out / name, progress=False)
+    s = run_experiment(parse_config(config(label, args)), out=out / label, progress=False)
     reached = s["rounds_to_target"] is not None
     return {
-        "scheme": name,
+        "scheme": label,
         "reached": reached,
         "time_to_target_s": s["total_latency_s"] if reached else None,
         "simulated_s": s["total_latency_s"],
@@ -137,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", type=float, default=0.80, help="test accuracy to reach")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--buffer", type=int, default=4, help="FedBuff's K")
-    p.add_argument("--schemes", default=",".join(SCHEMES), help="comma-separated subset")
+    p.add_argument("--schemes", default=",".join(SCHEMES), help="comma-separated rows")
     p.add_argument("--json", action="store_true", help="print the rows as JSON too")
     args = p.parse_args(argv)
     names = [n for n in args.schemes.split(",") if n]

@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from tinylarge.errors import TinylargeError, UnknownNameError
+from tinylarge.explore.spec import SweepConfig
 from tinylarge.network.edges import EdgeConfig, check_edges, group_names
 from tinylarge.network.mobility_config import (
     CellConfig,
@@ -526,6 +527,9 @@ class ExperimentConfig(_Frozen):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     attack: AttackConfig | None = None
     defense: DefenseConfig | None = None
+    #: A grid of variants of this config for ``tinylarge sweep`` (docs/explore.md);
+    #: ``tinylarge run`` runs the config as it is.
+    sweep: SweepConfig | None = None
 
     @field_validator("name")
     @classmethod
