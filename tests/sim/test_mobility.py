@@ -135,3 +135,41 @@ def test_validate_refuses_a_bad_trace_in_one_line(
     assert "line 3: 'abc' is not a number" in err[0]
     trace.write_text("t_s,x_m,y_m\n0,10,0\n5,60,0\n")
     assert main(["validate", str(path)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("scheme", "options"),
+    [("fedavg", {}), ("fsl", {"variant": "v1"}), ("fedbuff", {"concurrency": 3, "buffer_size": 2})],
+)
+def test_every_transfer_sees_the_device_where_it_is_when_the_transfer_starts(
+    tmp_path: Path, scheme: str, options: dict[str, Any]
+) -> None:
+    # a device on a straight road away from the cell at the origin is at 200 + 15 t metres
+    # at simulated time t: each billed transfer's distance must be that at its start (the
+    # synchronous clock, split learning's per-batch streams, the asynchronous clock)
+    road = {"model": "route", "start_m": [200, 0], "heading_deg": 0, "speed_m_s": 15,
+            "los": "preset"}  # fmt: skip
+    cfg = small_task(
+        topology={
+            "server": {"profile": "jetson-orin-nano"},
+            "devices": [
+                {"profile": "rpi4", "count": 2, "link": "nr-sub6", "mobility": road},
+                {"profile": "rpi4", "count": 2, "link": "wifi6"},
+            ],
+        },
+        scheme={"name": scheme, "options": options},
+        training={"rounds": 3, "local_epochs": 1, "batch_size": 16, "lr": 0.1},
+        engine={"eval_every": 100},
+    )
+    _, out = run(tmp_path, scheme, cfg)
+    rows = RunDir(out).read_metrics()
+    start = {int(r["round"]): r["clock_s"] - r["latency_s"] for r in rows}
+    moved = [e for e in Ledger.from_csv(out / "ledger.csv") if e.cell]
+    assert moved
+    assert {e.node for e in moved} <= {"client-0", "client-1"}  # the moving group's
+    assert {e.kind for e in moved} == {"upload", "download"}
+    for e in moved:
+        t = start[e.round] + e.at_s
+        assert e.distance_m == pytest.approx(200.0 + 15.0 * t, abs=1e-6), (e, t)
+        assert e.rate_bps > 0
+    assert max(e.distance_m for e in moved) > min(e.distance_m for e in moved)

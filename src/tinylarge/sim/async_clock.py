@@ -142,6 +142,7 @@ class AsyncClock:
         in_flight = Counter(self._by_id[j.client].link_name for j in self.jobs)
         bill = self._pending.collector(self.now_s)
         rd = Round(self.ctx, idx, batch, bill=bill, cell_busy=in_flight)
+        rd.start_s = self.now_s  # its clock starts at the dispatch: where moving devices are
         active = rd.download({c.id: [("weights", nbytes(weights))] for c in batch})
         results = self.train(idx, active, weights) if active else {}
         for c in active:
