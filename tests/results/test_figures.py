@@ -148,3 +148,31 @@ def test_a_cascade_run_prints_and_reports_its_own_figures(
     assert "Collaborative inference against its baselines" in page
     assert f"{1e3 * p50:.4g}" in page  # the median latency in ms
     assert "Thresholds chosen on the validation split" in page
+
+
+def test_async_hierarchy_and_secure_aggregation_sections() -> None:
+    s = {
+        "scheme": "fedbuff",
+        "server_updates": 12,
+        "concurrency": 4,
+        "staleness_mean": 1.5,
+        "staleness_p95": 3.0,
+        "staleness_max": 4,
+        "stale_dropped": 1,
+        "kappa2": 2,
+        "edges": {"edge-a": {"profile": "l4", "backhaul": "fibre", "devices": 3,
+                             "backhaul_bytes_up": 10, "backhaul_bytes_down": 20, "compute_s": 0.5}},
+        "privacy_device_energy_j": 0.25,
+        "privacy_device_seconds": 2.0,
+        "privacy_bytes": 4096,
+    }  # fmt: skip
+    rows = [
+        {"round": 0, "secagg_survivors": 7, "secagg_aborted": None},
+        {"round": 1, "secagg_survivors": 0, "secagg_aborted": "below threshold"},
+    ]
+    stale, edges, secagg = scheme_sections(s, rows)
+    assert stale.rows == ((12, 4, 1.5, 3.0, 4, 1),)
+    assert edges.rows == (("edge-a", "l4", "fibre", 3, 10, 20, 0.5),)
+    assert "kappa2 = 2" in edges.title
+    assert secagg.rows == ((1, 7, ""), (2, 0, "below threshold"))
+    assert "4,096 bytes" in secagg.note

@@ -333,6 +333,73 @@ def foundation(s: Summary, _rows: Sequence[Mapping[str, Any]], _l: Ledger | None
 
 
 @builder
+def asynchronous(
+    s: Summary, _rows: Sequence[Mapping[str, Any]], _l: Ledger | None
+) -> list[Section]:
+    """Asynchronous FL (FedBuff, FedAsync): how stale the updates the server applied were."""
+    if "staleness_mean" not in s:
+        return []
+    return [
+        Section(
+            "Asynchronous rounds: server updates and staleness",
+            ("server updates", "concurrency", "staleness mean", "staleness p95",
+             "staleness max", "updates dropped as too stale"),
+            ((s.get("server_updates"), s.get("concurrency"), s.get("staleness_mean"),
+              s.get("staleness_p95"), s.get("staleness_max"), s.get("stale_dropped")),),
+            "staleness: server updates between a device's download and its update's arrival",
+        )
+    ]  # fmt: skip
+
+
+@builder
+def hierarchy(s: Summary, _rows: Sequence[Mapping[str, Any]], _l: Ledger | None) -> list[Section]:
+    """Hierarchical FL (HierFAVG): each edge server, the devices it serves, its backhaul."""
+    edges = s.get("edges")
+    if not isinstance(edges, Mapping) or not edges:
+        return []
+    return [
+        Section(
+            f"Edge servers (kappa2 = {s.get('kappa2')} edge rounds per cloud round)",
+            ("edge", "profile", "backhaul", "devices", "backhaul bytes up",
+             "backhaul bytes down", "edge compute s"),
+            tuple(
+                (name, e.get("profile"), e.get("backhaul"), e.get("devices"),
+                 e.get("backhaul_bytes_up"), e.get("backhaul_bytes_down"), e.get("compute_s"))
+                for name, e in edges.items()
+            ),
+        )
+    ]  # fmt: skip
+
+
+@builder
+def secure_aggregation(
+    s: Summary, rows: Sequence[Mapping[str, Any]], _l: Ledger | None
+) -> list[Section]:
+    """Secure aggregation (SecAgg+): who survived each round, which rounds aborted and why,
+    and what the protocol cost the devices."""
+    rounds = [r for r in rows if r.get("secagg_survivors") is not None or r.get("secagg_aborted")]
+    if not rounds:
+        return []
+    note = ""
+    if "privacy_device_energy_j" in s:
+        note = (
+            f"the protocol cost the devices {s['privacy_device_energy_j']:.4g} J and "
+            f"{s.get('privacy_device_seconds', 0.0):.4g} s, {s.get('privacy_bytes', 0):,} bytes"
+        )
+    return [
+        Section(
+            "Secure aggregation per round",
+            ("round", "survivors", "aborted"),
+            tuple(
+                (int(r["round"]) + 1, r.get("secagg_survivors"), r.get("secagg_aborted") or "")
+                for r in rounds
+            ),
+            note,
+        )
+    ]
+
+
+@builder
 def privacy(s: Summary, rows: Sequence[Mapping[str, Any]], _l: Ledger | None) -> list[Section]:
     """Differential privacy: epsilon spent after each round."""
     spent = [r for r in rows if r.get("epsilon") is not None]
