@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tinylarge.results.rundir import _parse as parse_cell
+
 #: Columns every table row starts with besides the grid keys.
 CELL = "cell"
 SEED = "seed"
@@ -98,16 +100,10 @@ def _text(v: Any) -> str:
 
 
 def _parse(v: str) -> Any:
-    if v == "":
-        return None
+    """A cell of :func:`write_csv`: a run directory's CSV cell, or a boolean."""
     if v in ("true", "false"):
         return v == "true"
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return v
+    return parse_cell(v)
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
