@@ -197,3 +197,18 @@ def test_report_rebuilds_from_the_table_with_another_budget(
     assert "at most 1e-09 J a round" in html
     assert main(["sweep", "--report", str(tmp_path)]) == 2  # not a sweep directory
     assert "not a finished sweep directory" in capsys.readouterr().err
+
+
+def test_validate_checks_every_cell_of_the_sweep(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = config(tmp_path, grid={"scheme.name": ["fedavg", "nope"]})
+    assert main(["validate", cfg]) == 0
+    out, err = capsys.readouterr()
+    assert "sweep: 1 valid cells, 1 invalid" in out
+    assert "sweep cell scheme.name=nope: scheme.name: unknown scheme 'nope'" in err
+    cfg = config(tmp_path, grid={"topology.devices.0.distance_m": [-1, -2]})
+    assert main(["validate", cfg]) == 2
+    err = capsys.readouterr().err
+    assert err.count("greater than 0") == 2
+    assert "sweep: 0 valid cells, 2 invalid" in err

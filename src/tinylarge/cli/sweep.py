@@ -122,7 +122,17 @@ def run(args: argparse.Namespace) -> int:
         )
     started = time.perf_counter()
     counter = _Progress(len(jobs), started, enabled=progress)
-    outcomes = runner.run_jobs(jobs, backend=args.backend, workers=workers, on_done=counter)
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        outcomes = runner.run_jobs(jobs, backend=args.backend, workers=workers, on_done=counter)
+    except BrokenProcessPool:
+        print(
+            "error: a worker process died (out of memory?); finished runs are kept: run the "
+            "same command again to resume, with fewer --jobs",
+            file=sys.stderr,
+        )
+        return 1
     failed = [o for o in outcomes if o.error is not None]
     if len(failed) == len(outcomes):
         bugs = any(not o.user for o in failed)

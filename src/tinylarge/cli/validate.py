@@ -9,7 +9,12 @@ PyTorch and answers in a fraction of a second.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from tinylarge.errors import USER_ERROR_EXIT_CODE
+
+if TYPE_CHECKING:
+    from tinylarge.config import ExperimentConfig
 
 ORDER = 30
 
@@ -32,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from tinylarge.cli._config import load_checked
 
     cfg = load_checked(args.config)
+    if cfg.sweep is not None and cfg.sweep.grid and not _sweep_ok(cfg, args.config, args.json):
+        return USER_ERROR_EXIT_CODE
     if args.json:
         from tinylarge.cli._output import print_json
 
@@ -43,3 +50,23 @@ def run(args: argparse.Namespace) -> int:
             f"model {cfg.model.name}, {cfg.training.rounds} rounds, devices: {groups}"
         )
     return 0
+
+
+def _sweep_ok(cfg: ExperimentConfig, path: str, quiet: bool) -> bool:
+    """Check every cell of the config's sweep grid as ``tinylarge sweep`` will: one line on
+    stderr per invalid cell; False if no cell is valid."""
+    import sys
+
+    from tinylarge.cli._config import check_scheme
+    from tinylarge.explore import grid
+
+    axes = grid.axes(cfg.sweep, [])
+    cells, invalid = grid.expand(cfg, axes, check=lambda c, source: check_scheme(c, source=source))
+    for bad in invalid:
+        print(f"{path}: sweep cell {grid.describe(bad.coords)}: {bad.reason}", file=sys.stderr)
+    if not cells or not quiet:  # --json keeps stdout for the config
+        print(
+            f"{path}: sweep: {len(cells)} valid cells, {len(invalid)} invalid",
+            file=sys.stderr if not cells else sys.stdout,
+        )
+    return bool(cells)
