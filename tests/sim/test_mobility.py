@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import small_task
+from tests.conftest import kill_in_round, reproducible, small_task
 
 from tinylarge.cli.app import main
 from tinylarge.config import parse_config
 from tinylarge.results.report import build_report
 from tinylarge.results.rundir import RunDir
+from tinylarge.schemes.fedavg import FedAvgFamily
 from tinylarge.sim.engine import run_experiment
 from tinylarge.sim.ledger import Ledger
 
@@ -173,3 +174,38 @@ def test_every_transfer_sees_the_device_where_it_is_when_the_transfer_starts(
         assert e.distance_m == pytest.approx(200.0 + 15.0 * t, abs=1e-6), (e, t)
         assert e.rate_bps > 0
     assert max(e.distance_m for e in moved) > min(e.distance_m for e in moved)
+
+
+def test_a_moving_fleet_killed_mid_run_resumes_to_the_same_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # random waypoints between two cells, LOS drawn, fading, shadowing and a deadline: the
+    # positions, LOS states and handovers depend only on (seed, device) and simulated time
+    walk = {"model": "random_waypoint", "area_m": [0, 0, 200, 100], "speed_m_s": [100, 200],
+            "pause_s": 1}  # fmt: skip
+    cfg = small_task(
+        topology={
+            "server": {"profile": "jetson-orin-nano"},
+            "cells": [{"name": "a", "x_m": 0, "y_m": 0}, {"name": "b", "x_m": 200, "y_m": 0}],
+            "handover": {"hysteresis_db": 1, "period_s": 0.05},
+            "devices": [
+                {"profile": "stm32h743", "count": 3, "link": "nr-sub6", "mobility": walk},
+                {"profile": "rpi4", "count": 1, "link": "wifi6"},
+            ],
+        },
+        training={"rounds": 4, "local_epochs": 3, "batch_size": 16, "lr": 0.1},
+        engine={"fading": True, "shadowing": True, "deadline_s": 1.0, "eval_every": 100},
+    )
+    config = parse_config(cfg)
+    full = run_experiment(config, out=tmp_path / "full", progress=False)
+    assert full["handovers"] > 0
+    kill_in_round(
+        monkeypatch,
+        FedAvgFamily,
+        2,
+        lambda: run_experiment(config, out=tmp_path / "killed", progress=False),
+    )
+    resumed = run_experiment(config, out=tmp_path / "killed", resume=True, progress=False)
+    assert reproducible(resumed) == reproducible(full)
+    a = (tmp_path / "full" / "ledger.csv").read_text()
+    assert (tmp_path / "killed" / "ledger.csv").read_text() == a
