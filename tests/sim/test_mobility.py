@@ -209,3 +209,32 @@ def test_a_moving_fleet_killed_mid_run_resumes_to_the_same_numbers(
     assert reproducible(resumed) == reproducible(full)
     a = (tmp_path / "full" / "ledger.csv").read_text()
     assert (tmp_path / "killed" / "ledger.csv").read_text() == a
+
+
+def test_moving_devices_share_the_band_of_the_cell_that_serves_them() -> None:
+    from tinylarge.network.link import Link
+    from tinylarge.sim.context import Context
+    from tinylarge.sim.rounds import Round
+
+    def parked(x: float) -> dict[str, Any]:
+        road = {"model": "route", "start_m": [x, 0], "heading_deg": 0, "speed_m_s": 0,
+                "los": "preset"}  # fmt: skip
+        return {"profile": "rpi4", "link": "nr-sub6", "mobility": road}
+
+    def rates(second_at: float) -> list[float]:
+        cfg = small_task(
+            topology={
+                "server": {"profile": "jetson-orin-nano"},
+                "cells": [{"name": "a", "x_m": 0, "y_m": 0}, {"name": "b", "x_m": 1000, "y_m": 0}],
+                "devices": [parked(100.0), parked(second_at)],
+            }
+        )
+        ctx = Context(parse_config(cfg))
+        Round(ctx, 0, ctx.clients).download({c.id: [("weights", 10_000)] for c in ctx.clients})
+        return [e.rate_bps for e in ctx.ledger]
+
+    alone = Link.from_preset("nr-sub6", distance_m=100.0).transfer(10_000, direction="down")
+    # 100 m from cell a and 100 m from cell b: each has its cell's whole band
+    assert rates(900.0) == [alone.rate_bps, alone.rate_bps]
+    # both 100 m from cell a: they split it
+    assert rates(-100.0) == [alone.rate_bps / 2, alone.rate_bps / 2]

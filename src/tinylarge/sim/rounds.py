@@ -102,15 +102,20 @@ def sample(ctx: Context, rnd: int, pool: Sequence[Client]) -> list[Client]:
     return SELECTORS[t.selection](ctx, rnd, pool, t.per_round(len(pool)))
 
 
-def shares(clients: Sequence[Client], busy: Mapping[str, int] | None = None) -> dict[int, float]:
+def shares(
+    clients: Sequence[Client],
+    busy: Mapping[str, int] | None = None,
+    cells: Mapping[int, str] | None = None,
+) -> dict[int, float]:
     """Bandwidth share of each client: those on the same link preset share its cell equally,
     with ``busy[link]`` other devices already holding a share of it (the asynchronous clock's
-    devices in flight)."""
-    by_link: dict[str, list[Client]] = {}
+    devices in flight). ``cells``: the cell serving each moving client; moving clients share
+    their serving cell's band, static ones the preset's (one cell, as before)."""
+    by_link: dict[tuple[str, str], list[Client]] = {}
     for c in clients:
-        by_link.setdefault(c.link_name, []).append(c)
+        by_link.setdefault((c.link_name, (cells or {}).get(c.id, "")), []).append(c)
     out: dict[int, float] = {}
-    for link, group in by_link.items():
+    for (link, _), group in by_link.items():
         n = len(group) + (busy or {}).get(link, 0)
         for c, s in zip(group, equal_shares(n), strict=False):
             out[c.id] = s
@@ -311,7 +316,7 @@ class Round:
     def _send(
         self, clients: Sequence[Client], payloads: Mapping[int, Payload], direction: str
     ) -> None:
-        split = shares(clients, self.cell_busy)
+        split = shares(clients, self.cell_busy, self._serving(clients))
         for c in clients:
             for what, size in payloads.get(c.id, ()):
                 if c.id in self.dropped:
@@ -358,6 +363,15 @@ class Round:
             at_s=at,
             **where,
         )
+
+    def _serving(self, clients: Sequence[Client]) -> dict[int, str]:
+        """The cell serving each moving client now (on its own clock), for :func:`shares`."""
+        out: dict[int, str] = {}
+        for c in clients:
+            state = self.ctx.link_state(c, self.start_s + self._pre_s + self.clock_s(c))
+            if state is not None:
+                out[c.id] = state.cell
+        return out
 
     def _where(self, c: Client, at_s: float, rate_bps: float) -> dict[str, Any]:
         """A moving device's transfer is billed with where it happened (the ledger's
@@ -443,7 +457,7 @@ class Round:
         self._open_devices()
         by_id = {c.id: c for c in self.participants}
         clients = [by_id[cid] for cid in streams]
-        split = shares(clients, self.cell_busy)
+        split = shares(clients, self.cell_busy, self._serving(clients))
         for c in clients:
             for (direction, what), sizes in sorted(streams[c.id].items()):
                 cache: dict[int, tuple[float, float, float]] = {}
