@@ -1,34 +1,37 @@
 """FedAvg in Flower's simulation engine and in tinylarge: client updates per second.
 
-One run, the same workload on both engines: a zoo model (default the ``mlp``),
-Fashion-MNIST from ``TINYLARGE_DATA`` split IID over 100 clients, 10 clients a
-round, one local epoch of plain SGD (batch 32, lr 0.05), 20 rounds, seed 0.
-tinylarge builds the workload (partition indices, initial weights, the clients
-sampled each round and their training seeds); Flower gets it through a
+One run, three workloads, each on both engines: (1) the ``mlp`` on Fashion-MNIST
+(``TINYLARGE_DATA``) split IID over 100 clients, 10 a round; (2) the ``mlp`` over
+1,000 small clients (60 samples each), 100 a round; (3) ``cnn-tiny`` over 100
+clients, 10 a round. One local epoch of plain SGD (batch 32, lr 0.05), 20 rounds,
+seed 0. tinylarge builds each workload (partition indices, initial weights, the
+clients sampled each round and their training seeds); Flower gets it through a
 directory and trains the same clients with the same seeds through the same
 local-training function (``tinylarge.sim.training.fit``), so what is compared is
 the engine around the training: Flower's message passing and Ray actors against
-tinylarge's round loop with its ledger billing. Flower's side runs in its own
-virtual environment (``flwr[simulation]`` pins a Ray and protobuf that clash with
-the main .venv), as a subprocess: see bench/_flower_side.py.
+tinylarge's round loop with its ledger billing, on each of its backends
+(``sequential``, the reference; ``process``, one worker per core; ``batched``,
+clients of one architecture trained together on those workers; ``ray`` with
+``--ray``). Flower's side runs in its own virtual environment (``flwr[simulation]``
+pins a Ray and protobuf that clash with the main .venv), as a subprocess: see
+bench/_flower_side.py.
 
     make bench-flower
     # or, with .venv-flower built (make bench-flower does both):
     TINYLARGE_DATA=../shared/datasets .venv/bin/python bench/fedavg_vs_flower.py \
-        [--model mlp] [--rounds 20] [--clients 100] [--per-round 10]
+        [--workloads mlp-100,mlp-1000,cnn-tiny] [--rounds 20] [--ray] [--end-to-end]
 
-Printed per engine (markdown): client updates, wall seconds of the federated
-rounds, updates per second, their ratio to Flower's, the final global model's
-test accuracy, and the end-to-end seconds of the ``run_simulation`` /
-``run_experiment`` call (start-up, rounds, final evaluation; tinylarge also
-writes its run directory and a checkpoint every round). The rounds clock
-excludes one-off start-up on both sides: Ray start, data loading, Flower's node
-registration and a query round mapping its node ids to partitions, and one
-untimed local training in every worker process (torch's first call costs about
-a second). tinylarge runs on its sequential backend (the reference, one
-process) and, if Ray is installed, on its Ray backend; Flower on Ray actors of
-one CPU each. Accuracies agree up to float rounding (Flower averages in
-float32, tinylarge in float64).
+Printed per workload and engine (markdown): client updates, wall seconds of the
+federated rounds, updates per second, their ratio to Flower's and the final global
+model's test accuracy; with ``--end-to-end`` also the seconds of the whole
+``run_simulation`` / ``run_experiment`` call (start-up, rounds, final evaluation;
+tinylarge also writes its run directory and a checkpoint every round). The rounds
+clock excludes one-off start-up on both sides: Ray start, worker start, data
+loading, Flower's node registration and a query round mapping its node ids to
+partitions, and one untimed local training in every worker process (torch's first
+call costs about a second). Flower runs on Ray actors of one CPU each. Accuracies
+agree up to float rounding (Flower averages in float32, tinylarge in float64; the
+batched backend's products round differently from the per-client loop's).
 """
 
 from __future__ import annotations
@@ -163,8 +166,11 @@ def warm_up(ctx: Context, weights: list[np.ndarray]) -> None:
     fit_many(ctx.backend, tasks)
 
 
-def run_tinylarge(cfg: ExperimentConfig, backend: str, run_dir: Path) -> dict[str, Any]:
-    """Time tinylarge's rounds (set-up excluded), then the whole ``run_experiment`` call."""
+def run_tinylarge(
+    cfg: ExperimentConfig, backend: str, run_dir: Path, end_to_end: bool = False
+) -> dict[str, Any]:
+    """Time tinylarge's rounds (set-up excluded), then (``end_to_end``) the whole
+    ``run_experiment`` call."""
     ctx = Context(cfg, backend=backend)
     try:
         scheme = build_scheme(ctx)
@@ -181,6 +187,8 @@ def run_tinylarge(cfg: ExperimentConfig, backend: str, run_dir: Path) -> dict[st
         accuracy = scheme.evaluate()["accuracy"]
     finally:
         ctx.close()
+    if not end_to_end:
+        return {"updates": updates, "rounds_s": rounds_s, "accuracy": accuracy}
     start = time.perf_counter()
     summary = run_experiment(cfg, out=run_dir, backend=backend, progress=False)
     total_s = time.perf_counter() - start
@@ -189,57 +197,80 @@ def run_tinylarge(cfg: ExperimentConfig, backend: str, run_dir: Path) -> dict[st
     return {"updates": updates, "rounds_s": rounds_s, "accuracy": accuracy, "total_s": total_s}
 
 
+#: The workloads: (model, clients, clients a round).
+WORKLOADS = {
+    "mlp-100": ("mlp", 100, 10),
+    "mlp-1000": ("mlp", 1000, 100),
+    "cnn-tiny": ("cnn-tiny", 100, 10),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--subset", type=int, default=None, help="training samples to keep")
-    parser.add_argument("--model", default="mlp", help="a zoo model, e.g. mlp or cnn-tiny")
-    parser.add_argument("--clients", type=int, default=100)
-    parser.add_argument("--per-round", type=int, default=10)
+    parser.add_argument(
+        "--workloads", default=",".join(WORKLOADS), help="of " + str(list(WORKLOADS))
+    )
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backends", default="sequential,process,batched")
+    parser.add_argument("--ray", action="store_true", help="also tinylarge's Ray backend")
+    parser.add_argument("--end-to-end", action="store_true", help="also time run_experiment")
     parser.add_argument("--flower-python", type=Path, default=ROOT / ".venv-flower/bin/python")
     args = parser.parse_args()
     if not args.flower_python.is_file():
         raise SystemExit(f"{args.flower_python} not found: run `make bench-flower` to build it")
-    backends = ["sequential"]
-    if importlib.util.find_spec("ray") is not None:
+    backends = args.backends.split(",")
+    if args.ray and importlib.util.find_spec("ray") is not None:
         backends.append("ray")
-
-    rows: list[tuple[str, dict[str, Any]]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        workload = Path(tmp) / "workload"
-        planned = write_workload(config(args, "sequential"), workload)
-        flower = run_flower(args.flower_python, workload)
-        engine = f"Flower {flower['flwr']} (simulation, Ray {flower['ray']})"
-        rows.append((engine, flower))
-        for b in backends:
-            res = run_tinylarge(config(args, b), b, Path(tmp) / f"run-{b}")
-            rows.append((f"tinylarge ({b})", res))
-    for name, r in rows:
-        if r["updates"] != planned:
-            raise SystemExit(f"{name} made {r['updates']} client updates, planned {planned}")
-
+    load = os.getloadavg()[0]
     print(
-        f"FedAvg, {args.model} on {args.dataset}: {args.clients} clients IID, "
-        f"{args.per_round} per round, {args.rounds} rounds, {args.epochs} local epoch(s), "
-        f"batch {args.batch_size}, SGD lr {args.lr}, seed {args.seed}; {os.cpu_count()} CPUs\n"
+        f"FedAvg on {args.dataset}, IID, {args.rounds} rounds, {args.epochs} local epoch(s), "
+        f"batch {args.batch_size}, SGD lr {args.lr}, seed {args.seed}; {os.cpu_count()} CPUs, "
+        f"load average {load:.1f} at the start\n"
     )
-    print(
-        "| engine | client updates | rounds wall s | updates/s | ratio to Flower "
-        "| final accuracy | end-to-end s |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    base = flower["updates"] / flower["rounds_s"]
-    for name, r in rows:
-        rate = r["updates"] / r["rounds_s"]
+    ratios: list[str] = []
+    for name in args.workloads.split(","):
+        if name not in WORKLOADS:
+            raise SystemExit(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}")
+        model, clients, per_round = WORKLOADS[name]
+        wargs = argparse.Namespace(**vars(args), model=model, clients=clients, per_round=per_round)
+        rows: list[tuple[str, dict[str, Any]]] = []
+        with tempfile.TemporaryDirectory() as tmp:
+            workload = Path(tmp) / "workload"
+            planned = write_workload(config(wargs, "sequential"), workload)
+            flower = run_flower(args.flower_python, workload)
+            rows.append((f"Flower {flower['flwr']} (simulation, Ray {flower['ray']})", flower))
+            for b in backends:
+                res = run_tinylarge(config(wargs, b), b, Path(tmp) / f"run-{b}", args.end_to_end)
+                rows.append((f"tinylarge ({b})", res))
+        for engine, r in rows:
+            if r["updates"] != planned:
+                raise SystemExit(f"{engine} made {r['updates']} client updates, planned {planned}")
+        print(f"{name}: {model}, {clients} clients, {per_round} a round\n")
         print(
-            f"| {name} | {r['updates']} | {r['rounds_s']:.2f} | {rate:.1f} | "
-            f"{rate / base:.2f} | {r['accuracy']:.4f} | {r['total_s']:.2f} |"
+            "| engine | client updates | rounds wall s | updates/s | ratio to Flower "
+            "| final accuracy |" + (" end-to-end s |" if args.end_to_end else "")
         )
+        print("|---|---:|---:|---:|---:|---:|" + ("---:|" if args.end_to_end else ""))
+        base = flower["updates"] / flower["rounds_s"]
+        best = 0.0
+        for engine, r in rows:
+            rate = r["updates"] / r["rounds_s"]
+            if engine.startswith("tinylarge"):
+                best = max(best, rate / base)
+            tail = f" {r['total_s']:.2f} |" if args.end_to_end else ""
+            print(
+                f"| {engine} | {r['updates']} | {r['rounds_s']:.2f} | {rate:.1f} | "
+                f"{rate / base:.2f} | {r['accuracy']:.4f} |{tail}"
+            )
+        print()
+        ratios.append(f"{name} {best:.2f}x")
+    print("best tinylarge backend against Flower: " + ", ".join(ratios))
 
 
 if __name__ == "__main__":

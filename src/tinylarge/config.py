@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 #: Largest seed: numpy and torch take any 32-bit unsigned seed, and derived seeds stay in range.
 MAX_SEED = 2**32 - 1
 #: Most devices in a topology, and most samples a task may ask for.
-MAX_DEVICES = 100_000
+MAX_DEVICES = 1_000_000
 MAX_SAMPLES = 10_000_000
 #: Farthest link distance (m): beyond any terrestrial or aerial link the presets model.
 MAX_DISTANCE_M = 1e7

@@ -182,7 +182,7 @@ def test_the_smallest_alphas_give_each_class_to_one_client(alpha: float) -> None
         ("shards", {"shards_per_client": 0}, "shards_per_client must be >= 1"),
         ("quantity", {"sigma": 11.0}, "sigma must be <= 10"),
         ("quantity", {"sigma": float("nan")}, "sigma: Input should be a finite number"),
-        ("iid", {"alpha": 0.5}, "unknown option alpha; allowed: none"),
+        ("iid", {"alpha": 0.5}, "unknown option alpha; allowed: per_client"),
     ],
 )
 def test_every_parameter_is_bounded(name: str, options: dict[str, Any], fragment: str) -> None:
@@ -204,3 +204,17 @@ def test_the_extreme_allowed_sigma_still_partitions() -> None:
     parts = partition("quantity", labels, num_clients=4, seed=0, distribution="lognormal", sigma=10)
     assert sum(len(p) for p in parts) == 500
     assert min(len(p) for p in parts) >= 1
+
+
+def test_iid_per_client_draws_with_replacement_for_fleets_larger_than_the_data() -> None:
+    labels = np.arange(50) % 10
+    parts = partition("iid", labels, num_clients=200, seed=4, per_client=3)
+    assert len(parts) == 200
+    assert all(p.dtype == np.int64 and p.shape == (3,) for p in parts)
+    assert all(np.array_equal(p, np.sort(p)) for p in parts)
+    joined = np.concatenate(parts)
+    assert joined.min() >= 0
+    assert joined.max() < 50
+    assert len(np.unique(joined)) > 40  # drawn over the whole set, not one corner of it
+    again = partition("iid", labels, num_clients=200, seed=4, per_client=3)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again, strict=True))

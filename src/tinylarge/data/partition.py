@@ -66,10 +66,11 @@ PARAMETERS: dict[str, Any] = {
     "shards_per_client": Annotated[int, Field(ge=1, le=MAX_SAMPLES)],
     "sigma": Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)],
     "distribution": Literal["dirichlet", "lognormal"],
+    "per_client": Annotated[int, Field(ge=0, le=MAX_SAMPLES)],
 }
 
 
-def _labels(labels: ArrayLike, num_clients: int) -> IntArray:
+def _labels(labels: ArrayLike, num_clients: int, *, cover: bool = True) -> IntArray:
     array = np.asarray(labels)
     if array.ndim != 1:
         raise TinylargeError(f"labels must be one-dimensional, got shape {array.shape}")
@@ -77,7 +78,7 @@ def _labels(labels: ArrayLike, num_clients: int) -> IntArray:
         raise TinylargeError(f"labels must be integers, got {array.dtype}")
     if num_clients < 1:
         raise TinylargeError(f"num_clients must be >= 1, got {num_clients}")
-    if num_clients > array.shape[0]:
+    if cover and num_clients > array.shape[0]:
         raise TinylargeError(
             f"num_clients ({num_clients}) exceeds the number of samples ({array.shape[0]})"
         )
@@ -98,8 +99,17 @@ def _apportion(weights: NDArray[np.float64], total: int) -> IntArray:
 
 
 @PARTITIONERS.register("iid")
-def iid(labels: ArrayLike, *, num_clients: int, seed: int) -> list[IntArray]:
-    """Uniform random split into ``num_clients`` parts whose sizes differ by at most one."""
+def iid(labels: ArrayLike, *, num_clients: int, seed: int, per_client: int = 0) -> list[IntArray]:
+    """Uniform random split into ``num_clients`` parts whose sizes differ by at most one.
+
+    ``per_client`` > 0 instead gives every client ``per_client`` samples drawn uniformly
+    with replacement, independently of the other clients: the parts overlap and need not
+    cover the data, so a fleet may outnumber the samples (a million devices over
+    Fashion-MNIST's 60,000, as bench/engine_scale.py configures)."""
+    if per_client:
+        n = _labels(labels, num_clients, cover=False).shape[0]
+        draws = np.random.default_rng(seed).integers(0, n, size=(num_clients, per_client))
+        return list(np.sort(draws, axis=1))
     y = _labels(labels, num_clients)
     perm = np.random.default_rng(seed).permutation(y.shape[0])
     return _finish(np.array_split(perm, num_clients))
@@ -253,7 +263,8 @@ def partition(
     ``groups`` goes to partitioners that use it (``groups``) and is ignored by
     the others; ``params`` are the partitioner's own (``alpha``, ``min_size``,
     ``shards_per_client``, ...). Returns one sorted int64 index array per
-    client: disjoint, covering every sample, the same for the same seed.
+    client: disjoint, covering every sample (except ``iid`` with ``per_client``), the
+    same for the same seed.
     """
     fn = PARTITIONERS[name]
     params = check_options(name, params)
