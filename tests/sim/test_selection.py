@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,8 +12,11 @@ from tests.conftest import small_task
 from tinylarge.config import ConfigError, parse_config
 from tinylarge.schemes.options import scheme_options
 from tinylarge.sim.context import Context
-from tinylarge.sim.ledger import Event
+from tinylarge.sim.engine import build_scheme, run_experiment
+from tinylarge.sim.ledger import Event, Ledger
 from tinylarge.sim.rounds import sample
+from tinylarge.sim.selection import highest_loss
+from tinylarge.sim.training import evaluate
 
 #: Eight phones on one 5G cell, 50 m to 400 m from the gNB: the farther, the slower.
 DISTANCES = [50.0, 400.0, 100.0, 350.0, 150.0, 300.0, 200.0, 250.0]
@@ -73,3 +77,59 @@ def test_a_selection_that_cannot_choose_is_refused(changes: dict[str, Any], fiel
     lines = str(err.value).splitlines()
     assert len(lines) == 1, lines
     assert field in lines[0], lines
+
+
+def test_power_of_choice_trains_the_candidates_with_the_highest_loss(tmp_path: Path) -> None:
+    # non-IID shards: the devices' losses under the initial model differ
+    cfg = small_task(
+        task={"dataset": "digits", "partition": {"name": "shards", "options": {}}},
+        training={"rounds": 1, "fraction": 0.5, "selection": "power-of-choice",
+                  "selection_candidates": 1.5},
+    )  # fmt: skip
+    cfg["topology"]["devices"] = [{"profile": "rpi4", "count": 8, "link": "wifi6"}]
+    config = parse_config(cfg)
+    ctx = Context(config)
+    scheme = build_scheme(ctx)
+    scheme.setup()
+    x, y = ctx.dataset.x_train, ctx.dataset.y_train
+    cands = [c.id for c in sample(ctx, 0, scheme.pool)]
+    assert len(cands) == 6  # 1.5 x the 4 a round
+    losses = {cid: evaluate(ctx.spec, scheme.weights, x[ctx.clients[cid].indices],
+                            y[ctx.clients[cid].indices])[1] for cid in cands}  # fmt: skip
+    expected = sorted(sorted(cands, key=lambda cid: -losses[cid])[:4])
+    run_experiment(config, out=tmp_path / "r", progress=False)
+    ledger = Ledger.from_csv(tmp_path / "r" / "ledger.csv")
+    trained = sorted(int(e.node.split("-")[1]) for e in ledger.select(what="local-train"))
+    assert trained == expected
+    for cid in cands:  # every candidate: the model down, its loss computed and reported
+        node = f"client-{cid}"
+        assert ledger.select(node=node, kind="download", what="weights")
+        (probe,) = ledger.select(node=node, what="local-loss")
+        assert probe.macs > 0
+        (report,) = ledger.select(node=node, kind="upload", what="loss")
+        assert report.bytes == 4
+    assert not {e.node for e in ledger} - {f"client-{c}" for c in cands} - {"server"}
+
+
+def test_highest_loss_against_hand_worked_ranks() -> None:
+    assert highest_loss({3: 0.5, 1: 2.0, 7: 0.5, 2: 1.0}, 3) == [1, 2, 3]
+    assert highest_loss({5: 1.0}, 3) == [5]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"scheme": {"name": "fml"}}, "does not run it"),
+        ({"scheme": {"name": "hierfavg"}}, "does not run it"),
+        ({"privacy": {"dp": {"noise_multiplier": 1.0}}}, "privacy.dp"),
+    ],
+)
+def test_power_of_choice_is_refused_where_it_cannot_run(
+    changes: dict[str, Any], message: str
+) -> None:
+    cfg = small_task(training={"selection": "power-of-choice"}, **changes)
+    with pytest.raises(ConfigError) as err:
+        scheme_options(parse_config(cfg))
+    lines = str(err.value).splitlines()
+    assert len(lines) == 1, lines
+    assert message in lines[0], lines

@@ -16,13 +16,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import torch
 
+from tinylarge.hardware.cost import Infer
 from tinylarge.models.weights import Weights, get_weights, nbytes
 from tinylarge.schemes.base import Scheme, register_scheme
 from tinylarge.schemes.options import NoOptions, SchemeOptions
 from tinylarge.sim.aggregation import Update
 from tinylarge.sim.backends import fit_many
-from tinylarge.sim.rounds import RoundReport
+from tinylarge.sim.rounds import Round, RoundReport
+from tinylarge.sim.selection import highest_loss
 from tinylarge.sim.training import FitResult, FitTask
+from tinylarge.sim.training import evaluate as local_loss
 
 if TYPE_CHECKING:
     from tinylarge.sim.context import Client
@@ -83,6 +86,8 @@ class FedAvgFamily(Scheme[OptionsT]):
         rd = ctx.round(rnd, self.pool)
         size = nbytes(self.weights)
         active = rd.download({c.id: [("weights", size)] for c in rd.participants})
+        if ctx.config.training.selection == "power-of-choice":
+            active = self.highest_loss_candidates(rd, active)
         results = self.local_fit(rnd, active, self.weights)
         for c in active:
             r = results[c.id]
@@ -98,7 +103,9 @@ class FedAvgFamily(Scheme[OptionsT]):
                 self.weights = self.server_update(rnd, averaged)
             kept = [c for c in active if c.id not in rd.dropped]
         else:
-            kept = rd.upload({cid: [("weights", nbytes(r.weights))] for cid, r in results.items()})
+            kept = rd.upload(
+                {cid: [("weights", nbytes(r.weights))] for cid, r in results.items()}, active
+            )
             by_client = {u.client: u for u in sent}
             updates = [by_client[c.id] for c in kept]
             if updates:
@@ -106,6 +113,23 @@ class FedAvgFamily(Scheme[OptionsT]):
                 self.weights = self.server_update(rnd, averaged)
         losses = [results[c.id].loss for c in kept]
         return rd.report(train_loss=float(np.mean(losses)) if losses else None)
+
+    def highest_loss_candidates(self, rd: Round, candidates: Sequence[Client]) -> list[Client]:
+        """Power-of-choice (Cho et al. 2022): each candidate computes the global model's loss
+        on its local data and reports it; the server keeps the ``k`` highest once every
+        report is in (:mod:`tinylarge.sim.selection`)."""
+        ctx = self.ctx
+        x, y = ctx.dataset.x_train, ctx.dataset.y_train
+        losses: dict[int, float] = {}
+        for c in candidates:
+            losses[c.id] = local_loss(ctx.spec, self.weights, x[c.indices], y[c.indices])[1]
+            work = Infer(ctx.model_profile, batch=max(1, len(c.indices)))
+            rd.compute(c, work, what="local-loss")
+        reported = rd.upload({c.id: [("loss", 4)] for c in candidates}, candidates)
+        rd.barrier(reported)
+        k = ctx.config.training.per_round(len(self.pool))
+        chosen = set(highest_loss({c.id: losses[c.id] for c in reported}, k))
+        return [c for c in reported if c.id in chosen]
 
     def evaluate(self) -> dict[str, float | None]:
         acc, loss = self.ctx.evaluate(self.weights)

@@ -12,10 +12,14 @@ so a resumed run selects the same devices:
 - ``energy``: the same candidates, keep those that have spent the least device energy
   so far (compute and radio, from the ledger), so batteries drain evenly.
 
-Cho et al. 2022 (power-of-choice, https://arxiv.org/abs/2010.01243) pick the candidates
-with the highest local loss, which costs the candidates a download and an evaluation
-each round; that policy and Oort's utility (Lai et al. 2021) are not implemented yet.
-Bandwidth sharing follows the selection: the round's participants share their cells.
+- ``power-of-choice`` (Cho et al. 2022, https://arxiv.org/abs/2010.01243): the round's
+  participants are the ``selection_candidates`` times as many uniform candidates; each
+  downloads the model, computes its loss on its local data and reports it (billed: the
+  download, the forward passes, 4 bytes up), and the FedAvg family trains the ``k`` with
+  the highest loss (:func:`highest_loss`); the others leave after their report.
+
+Oort's utility (Lai et al. 2021) is not implemented yet. Bandwidth sharing follows the
+selection: the round's participants share their cells.
 """
 
 from __future__ import annotations
@@ -80,3 +84,20 @@ def energy(ctx: Context, rnd: int, pool: Sequence[Client], k: int) -> list[Clien
         return [-joules[c.node] for c in cs]
 
     return _best(ctx, rnd, pool, k, spent)
+
+
+@SELECTORS.register("power-of-choice")
+def power_of_choice(ctx: Context, rnd: int, pool: Sequence[Client], k: int) -> list[Client]:
+    """The round's candidates: ``selection_candidates * k`` uniformly (the scheme keeps ``k``)."""
+    d = min(len(pool), max(k, math.ceil(ctx.config.training.selection_candidates * k)))
+    return [pool[i] for i in _uniform_indices(ctx, rnd, len(pool), d)]
+
+
+def highest_loss(losses: dict[int, float], k: int) -> list[int]:
+    """The ``k`` client ids with the highest loss (ties: the lower id), in id order.
+
+    >>> highest_loss({3: 0.5, 1: 2.0, 7: 0.5, 2: 1.0}, 3)
+    [1, 2, 3]
+    """
+    ranked = sorted(losses, key=lambda cid: (-losses[cid], cid))[:k]
+    return sorted(ranked)

@@ -47,6 +47,7 @@ def scheme_options(cfg: ExperimentConfig, *, source: str = "config") -> SchemeOp
         msg = format_validation_error(exc, source=source)
         raise ConfigError(msg.replace(f"{source}: ", f"{source}: scheme.options.")) from None
     problems = options.refuse(cfg) + _privacy_problems(cfg) + _security_problems(cfg)
+    problems += _selection_problems(cfg)
     if cfg.topology.edges and cfg.scheme.name not in HIERARCHICAL:
         problems.append(
             f"topology.edges: scheme {cfg.scheme.name!r} aggregates at one server; schemes "
@@ -65,6 +66,44 @@ PRIVATE_AVERAGING = ("fedavg", "fedprox", "fedadam", "fedyogi")
 #: Schemes whose devices train through the FedAvg family's local training with a mean
 #: per-example loss, where sample-level DP-SGD (``privacy.dpsgd``) runs.
 PRIVATE_TRAINING = ("fedavg", "fedadam", "fedyogi")
+
+
+#: Schemes whose rounds keep the highest-loss candidates (``training.selection:
+#: power-of-choice``): the FedAvg family's round.
+LOSS_SELECTION = ("fedavg", "fedprox", "fedadam", "fedyogi")
+
+
+def _selection_problems(cfg: ExperimentConfig) -> list[str]:
+    """``power-of-choice`` outside the FedAvg family's round, or beside privacy and attacks
+    (a candidate's loss is one more release, and who trains is no longer a uniform sample)."""
+    if cfg.training.selection != "power-of-choice":
+        return []
+    if cfg.scheme.name not in LOSS_SELECTION:
+        return [
+            f"training.selection: power-of-choice keeps the highest-loss candidates in the "
+            f"FedAvg family's round; scheme {cfg.scheme.name!r} does not run it; schemes "
+            f"that do: {', '.join(LOSS_SELECTION)}"
+        ]
+    given = [
+        name
+        for name, value in (
+            ("privacy.dp", cfg.privacy.dp),
+            ("privacy.dpsgd", cfg.privacy.dpsgd),
+            ("privacy.secagg", cfg.privacy.secagg),
+            ("attack", cfg.attack),
+            ("defense", cfg.defense),
+        )
+        if value is not None
+    ]
+    return (
+        [
+            f"training.selection: power-of-choice with {', '.join(given)}: the candidates report "
+            "their losses in the clear and the trained devices are no uniform sample (what the "
+            "accountants and the robust rules assume); use selection: uniform"
+        ]
+        if given
+        else []
+    )
 
 
 def _privacy_problems(cfg: ExperimentConfig) -> list[str]:
