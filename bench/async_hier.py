@@ -13,9 +13,10 @@ first evaluated round with test accuracy at ``--target`` (or its round budget):
 - ``fedasync``: 8 at once, every arrival mixed in with ``alpha = 0.6 (1 + s)^-0.5``.
 - ``hierfavg``: an edge server per radio (Wi-Fi, 5G, NB-IoT, LoRa cells) on gigabit
   Ethernet to the cloud, 8 devices a cloud round, ``kappa2 = 2`` edge rounds in each.
-- ``fedavg+channel``, ``fedavg+energy``: FedAvg whose 8 devices a round are the best
-  uplinks, or those that have spent the least energy, of 16 uniform candidates
-  (``training.selection``, :mod:`tinylarge.sim.selection`).
+- ``fedavg+channel``, ``fedavg+energy``, ``fedavg+power-of-choice``: FedAvg whose 8
+  devices a round are the best uplinks, those that have spent the least energy, or those
+  with the highest local loss (each candidate downloads the model and reports its loss),
+  of 16 uniform candidates (``training.selection``, :mod:`tinylarge.sim.selection`).
 
 Printed (markdown): per scheme the simulated seconds to the target, server updates (the
 metric rounds) it took, final accuracy, device energy, bytes on air, mean and largest
@@ -54,6 +55,7 @@ SCHEMES: dict[str, tuple[str, dict[str, Any], int, dict[str, Any]]] = {
     "hierfavg": ("hierfavg", {"kappa2": 2}, 40, {}),
     "fedavg+channel": ("fedavg", {}, 60, {"selection": "channel"}),
     "fedavg+energy": ("fedavg", {}, 60, {"selection": "energy"}),
+    "fedavg+power-of-choice": ("fedavg", {}, 60, {"selection": "power-of-choice"}),
 }
 #: FedBuff's published speed-ups (Nguyen et al. 2022).
 PUBLISHED_SYNC = "2.5-3.8x (up to 3.8x, arXiv; 3.3x, AISTATS)"
