@@ -95,6 +95,9 @@ def distance_range_m(preset: LinkPreset, los: bool) -> tuple[float, float]:
     if isinstance(model, Tr38901Model):
         spec = tr38901.SCENARIOS[model.scenario]
         lo, hi = spec.distance_los_m if los else spec.distance_nlos_m
+        h = model.ut_height_m
+        if model.scenario == "uma" and h is not None and h > tr38901.AERIAL_MIN_HEIGHT_M:
+            hi = tr38901.AERIAL_MAX_DISTANCE_M  # TR 36.777 Table B-2
         if spec.distance_is_3d:
             h_bs = spec.bs_height_m if model.bs_height_m is None else model.bs_height_m
             h_ut = spec.ut_height_m if model.ut_height_m is None else model.ut_height_m

@@ -214,6 +214,22 @@ def check_group(*, link: str, distance_m: float | None, mobility: object) -> Non
                 f"height_m={height:g} m is outside {lo:g}-{hi:g} m allowed for the UE by "
                 f"{tr38901.SOURCE} ({model.scenario}) on link {link!r}"
             )
+        drawn = getattr(mobility, "los", "tr38901") == "tr38901"
+        for los in (True, False) if drawn else (model.los,):
+            if (
+                drawn
+                and not los
+                and tr38901.los_probability(model.scenario, distance_2d_m=1e4, ut_height_m=height)
+                >= 1.0
+            ):
+                continue  # never NLOS at this height
+            try:  # the height with the scenario's heights and LOS state (aerial UE limits)
+                tr38901.geometry(
+                    model.scenario, los=los, carrier_ghz=preset.carrier_hz / 1e9,
+                    distance_2d_m=100.0, bs_height_m=model.bs_height_m, ut_height_m=height,
+                )  # fmt: skip
+            except TinylargeError as exc:
+                raise ValueError(f"{exc} on link {link!r}") from None
 
 
 def check_cells(cells: list[CellConfig], groups: list[tuple[str, object]]) -> None:

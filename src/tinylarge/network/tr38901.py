@@ -6,7 +6,11 @@ Implements, for the UMa, UMi street canyon, InH office and RMa scenarios,
   as the table specifies; the optional simplified NLOS formulas are not used),
 - the LOS probability of Table 7.4.2-1,
 - the shadow-fading standard deviations of Table 7.4.1-1 and the mean Rician K
-  factors of Table 7.5-6.
+  factors of Table 7.5-6,
+- for UMa, the aerial UE of 3GPP TR 36.777 V15.0.0 Annex B (22.5 m < h_UT <= 300 m:
+  the UMa-AV path loss and shadow fading of Table B-2, LOS up to 300 m and NLOS up to
+  100 m, d_2D up to 4 km; the LOS probability of Table B-1, 1 above 100 m). The UE may
+  fly above the base station.
 
 Reference: 3GPP TR 38.901 V17.0.0 (2022-03) "Study on channel model for
 frequencies from 0.5 to 100 GHz", https://www.3gpp.org/ftp/Specs/archive/38_series/38.901/
@@ -96,7 +100,41 @@ def rma_breakpoint_distance_m(
 # --- UMa ---------------------------------------------------------------------------------
 
 
+# --- UMa aerial UE (TR 36.777 Annex B, 22.5 m < h_UT <= 300 m) ---------------------------
+
+#: Above this UE height UMa uses the aerial-UE model of TR 36.777 (Table B-1, B-2).
+AERIAL_MIN_HEIGHT_M = 22.5
+#: UMa-AV NLOS is defined up to this height (above it the LOS probability is 1).
+AERIAL_NLOS_MAX_HEIGHT_M = 100.0
+#: UMa-AV 2D distance limit, Table B-2.
+AERIAL_MAX_DISTANCE_M = 4000.0
+
+
+def _uma_av_los(g: Geometry) -> float:
+    """UMa-AV LOS, TR 36.777 Table B-2: ``28 + 22 log10(d_3D) + 20 log10(fc)``."""
+    return 28.0 + 22.0 * math.log10(g.distance_3d_m) + 20.0 * math.log10(g.carrier_ghz)
+
+
+def _uma_av_nlos(g: Geometry) -> float:
+    """UMa-AV NLOS, Table B-2: ``-17.5 + (46 - 7 log10 h_UT) log10(d_3D) + 20 log10(40 pi fc / 3)``
+    (never below LOS, as every NLOS formula of TR 38.901 Table 7.4.1-1)."""
+    nlos = (
+        -17.5
+        + (46.0 - 7.0 * math.log10(g.ut_height_m)) * math.log10(g.distance_3d_m)
+        + 20.0 * math.log10(40.0 * math.pi * g.carrier_ghz / 3.0)
+    )
+    return max(_uma_av_los(g), nlos)
+
+
+def _uma_sigma(g: Geometry, los: bool) -> float:
+    if g.ut_height_m > AERIAL_MIN_HEIGHT_M:  # Table B-2: 4.64 exp(-0.0066 h_UT) LOS, 6 NLOS
+        return 4.64 * math.exp(-0.0066 * g.ut_height_m) if los else 6.0
+    return 4.0 if los else 6.0
+
+
 def _uma_los(g: Geometry) -> float:
+    if g.ut_height_m > AERIAL_MIN_HEIGHT_M:
+        return _uma_av_los(g)
     d_bp = breakpoint_distance_m(
         bs_height_m=g.bs_height_m, ut_height_m=g.ut_height_m, carrier_ghz=g.carrier_ghz
     )
@@ -112,6 +150,8 @@ def _uma_los(g: Geometry) -> float:
 
 
 def _uma_nlos(g: Geometry) -> float:
+    if g.ut_height_m > AERIAL_MIN_HEIGHT_M:
+        return _uma_av_nlos(g)
     nlos = (
         13.54
         + 39.08 * math.log10(g.distance_3d_m)
@@ -221,6 +261,12 @@ def _los_prob_umi(d_2d: float, h_ut: float) -> float:
 
 
 def _los_prob_uma(d_2d: float, h_ut: float) -> float:
+    if h_ut > AERIAL_MIN_HEIGHT_M:  # UMa-AV, TR 36.777 Table B-1
+        if h_ut > AERIAL_NLOS_MAX_HEIGHT_M:
+            return 1.0
+        d1 = max(460.0 * math.log10(h_ut) - 700.0, 18.0)
+        p1 = 4300.0 * math.log10(h_ut) - 3800.0
+        return 1.0 if d_2d <= d1 else d1 / d_2d + math.exp(-d_2d / p1) * (1.0 - d1 / d_2d)
     if d_2d <= 18.0:
         return 1.0
     c_prime = 0.0 if h_ut <= 13.0 else ((h_ut - 13.0) / 10.0) ** 1.5
@@ -291,7 +337,7 @@ SCENARIOS.add(
         bs_height_m=25.0,
         ut_height_m=1.5,
         carrier_ghz_range=(0.5, 100.0),
-        ut_height_range_m=(1.5, 22.5),
+        ut_height_range_m=(1.5, 300.0),
         bs_height_range_m=(10.0, 150.0),
         distance_los_m=(10.0, 5000.0),
         distance_nlos_m=(10.0, 5000.0),
@@ -302,6 +348,7 @@ SCENARIOS.add(
         sigma_nlos_db=6.0,
         los_probability=_los_prob_uma,
         rician_k_db=9.0,
+        sigma_fn=_uma_sigma,
     ),
 )
 SCENARIOS.add(
@@ -393,11 +440,19 @@ def geometry(
     h_ut = spec.ut_height_m if ut_height_m is None else ut_height_m
     h_bs = _checks.in_range("bs_height_m", h_bs, *spec.bs_height_range_m, unit=" m", source=where)
     h_ut = _checks.in_range("ut_height_m", h_ut, *spec.ut_height_range_m, unit=" m", source=where)
-    if h_ut >= h_bs:
+    aerial = spec.name == "uma" and h_ut > AERIAL_MIN_HEIGHT_M
+    if h_ut >= h_bs and not aerial:
         raise TinylargeError(f"ut_height_m={h_ut:g} m must be below bs_height_m={h_bs:g} m")
+    if aerial and not los and h_ut > AERIAL_NLOS_MAX_HEIGHT_M:
+        raise TinylargeError(
+            f"ut_height_m={h_ut:g} m: an aerial UE's NLOS path loss is defined up to "
+            f"{AERIAL_NLOS_MAX_HEIGHT_M:g} m (TR 36.777 Table B-2; above it P_LOS is 1)"
+        )
     d_2d = _checks.non_negative("distance_2d_m", distance_2d_m, " m")
     d_3d = distance_3d_m(distance_2d_m=d_2d, bs_height_m=h_bs, ut_height_m=h_ut)
     lo, hi = spec.distance_los_m if los else spec.distance_nlos_m
+    if aerial:
+        hi, where = AERIAL_MAX_DISTANCE_M, "3GPP TR 36.777 Table B-2 (uma aerial UE)"
     state = "LOS" if los else "NLOS"
     if spec.distance_is_3d:
         _checks.in_range("3D distance", d_3d, lo, hi, unit=" m", source=f"{where} {state}")
