@@ -181,6 +181,13 @@ def test_report_rebuilds_from_the_table_with_another_budget(
     out.mkdir()
     for name in ("table.csv", "sweep.json"):
         shutil.copy(whole / name, out / name)
+    assert main(["sweep", "--report", str(out)]) == 0  # recommendations.csv is derived too
+    with (
+        (out / "recommendations.csv").open(newline="") as fh,
+        (whole / "recommendations.csv").open(newline="") as ref,
+    ):
+        assert list(csv.DictReader(fh)) == list(csv.DictReader(ref))
+    capsys.readouterr()
     assert main(["sweep", "--report", str(out), "--energy-budget", "1e-9", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert len(printed["table"]) == 4

@@ -186,6 +186,8 @@ def _rebuild(args: argparse.Namespace) -> int:
     sweep = SweepDir(args.report)
     if args.energy_budget is not None:
         sweep.set_objective(_objective(sweep.objective(), args.energy_budget))
+    else:
+        sweep.write_recommendations()  # derived from the table: rebuilt with the report
     report = sweep.build_report()
     if args.json:
         from tinylarge.cli._output import print_json

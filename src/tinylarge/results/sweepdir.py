@@ -101,7 +101,7 @@ class SweepDir:
         table = tbl.aggregate(runs, keys=keys)
         tbl.write_csv(self.table_path, table)
         self.parquet_note = tbl.write_parquet(self.path / "table.parquet", table)
-        self._write_recommendations()
+        self.write_recommendations()
 
     # -- reading -------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
@@ -132,7 +132,7 @@ class SweepDir:
         meta = self.meta()
         meta["objective"] = objective.model_dump(mode="json")
         self.meta_path.write_text(dumps(meta) + "\n")
-        self._write_recommendations()
+        self.write_recommendations()
 
     def recommendations(self) -> list[Recommendation]:
         return recommend(self.table(), grid_keys=self.grid_keys(), objective=self.objective())
@@ -155,7 +155,8 @@ class SweepDir:
             for r in self.recommendations()
         ]
 
-    def _write_recommendations(self) -> None:
+    def write_recommendations(self) -> None:
+        """Rewrite recommendations.csv from the table and the objective."""
         tbl.write_csv(self.recommendations_path, self.recommendations_rows())
 
     def build_report(self) -> Path:
