@@ -62,15 +62,22 @@ def _front_plot(
     def draw(ax: Any) -> None:
         schemes = sorted({str(rows[i].get("scheme")) for i, _, _ in pts})
         for k, scheme in enumerate(schemes):
-            mine = [(c, a) for i, c, a in pts if str(rows[i].get("scheme")) == scheme]
-            ax.scatter(
-                [c for c, _ in mine],
-                [a for _, a in mine],
-                s=18,
-                label=scheme,
-                color=f"C{k % 10}",
-                alpha=0.8,
-            )
+            for reached in (True, False):  # hollow: no byte on air, every device out of reach
+                mine = [
+                    (c, a)
+                    for i, c, a in pts
+                    if str(rows[i].get("scheme")) == scheme and _on_air(rows[i]) == reached
+                ]
+                if mine:
+                    ax.scatter(
+                        [c for c, _ in mine],
+                        [a for _, a in mine],
+                        s=18,
+                        label=scheme if reached else None,
+                        color=f"C{k % 10}",
+                        facecolors=None if reached else "none",
+                        alpha=0.8,
+                    )
         fx = [float(cost(rows[i])) for i in front]
         fy = [float(rows[i]["accuracy"]) for i in front]
         ax.step(fx, fy, where="post", color="black", lw=1, label="Pareto front")
@@ -85,6 +92,11 @@ def _front_plot(
         ax.legend(fontsize=6, ncol=2, loc="best")
 
     return _figure_png(draw), front
+
+
+def _on_air(row: Row) -> bool:
+    """Some byte crossed a link in the cell (else every device was out of reach)."""
+    return bool(row.get("bytes_up") or row.get("bytes_down"))
 
 
 def build_sweep_report(sweep: SweepDir) -> Path:
@@ -113,7 +125,12 @@ def build_sweep_report(sweep: SweepDir) -> Path:
         "(seeds: the mean; <code>_std</code> columns hold the spread).</p>",
     ]
     parts += _recommendation_section(sweep, recs)
-    parts.append("<h2>Pareto fronts</h2>")
+    parts += [
+        "<h2>Pareto fronts</h2>",
+        "<p>A cell is on a front when no other is at least as accurate for at most its cost. "
+        "Hollow markers: cells where no byte crossed any link (every device out of reach); "
+        "they cost nothing and keep what the scheme had without the devices.</p>",
+    ]
     for title, xlabel, cost in FRONTS:
         png, front = _front_plot(rows, xlabel, cost)
         parts += [
