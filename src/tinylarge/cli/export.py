@@ -11,7 +11,9 @@ gets its input contract beside it (same stem, ``.json``):
 - ``tflite``: a fully-integer TFLite file converted from the run's deployed
   model with litert-torch (the ``tflite`` extra), calibrated on the same
   server-held samples as the ONNX artifact; its test accuracy and its agreement
-  with the ONNX artifact are printed;
+  with the ONNX artifact are printed, and it is run in TFLite Micro (the
+  ``tflite-micro`` extra): its test accuracy there and the smallest arena it
+  runs in, beside the predicted arena (x86-64 and 32-bit builds);
 - ``c-source``: a C99 library of the TFLite artifact, optionally built for a
   Cortex-M and run in QEMU (:mod:`tinylarge.cli.export_csource`).
 
@@ -194,8 +196,12 @@ def export_tflite(run_dir: Path, onnx_path: Path, out: Path) -> dict[str, Any]:
             "zero_point": io.output_zero_point,
         },
     )
-    path = write_contract(out, contract)
+    micro, micro_logits = verify_in_tflite_micro(out, ds.x_test, ds.y_test, io.channels_last)
     lite = tflite_logits(out, ds.x_test, channels_last=io.channels_last)
+    if micro_logits is not None:
+        same = np.argmax(micro_logits, 1) == np.argmax(lite, 1)
+        micro["tflite_micro_agreement_with_litert"] = float(np.mean(same))
+    path = write_contract(out, contract)
     ref = onnx_logits(onnx_path, ds.x_test)
     return {
         "format": "tflite",
@@ -204,4 +210,37 @@ def export_tflite(run_dir: Path, onnx_path: Path, out: Path) -> dict[str, Any]:
         "test_accuracy": float(np.mean(np.argmax(lite, 1) == ds.y_test)),
         "onnx_int8_test_accuracy": float(np.mean(np.argmax(ref, 1) == ds.y_test)),
         "agreement_with_onnx_int8": float(np.mean(np.argmax(lite, 1) == np.argmax(ref, 1))),
+        **micro,
     }
+
+
+def verify_in_tflite_micro(
+    path: Path, x: Any, y: Any, channels_last: bool
+) -> tuple[dict[str, Any], Any]:
+    """Run the exported file in TFLite Micro: its test accuracy, arena need and outputs.
+
+    A file TFLM cannot run as an int8 model (float or hybrid operators, an
+    operator outside its resolver) is a one-line error and the file is removed.
+    Without the ``tflite-micro`` extra the check is skipped and says why.
+    """
+    import numpy as np
+
+    from tinylarge.compress.tflm import unavailable_reason, verify_tflite
+    from tinylarge.models.tflite_reader import read_tflite
+    from tinylarge.models.tflm_arena import predict_arenas
+
+    reason = unavailable_reason()
+    if reason:
+        return {"tflite_micro": f"not verified: {reason}"}, None
+    try:
+        run = verify_tflite(path, x, channels_last=channels_last)
+    except TinylargeError:
+        path.unlink(missing_ok=True)
+        raise
+    predicted = predict_arenas(read_tflite(path))
+    info = {
+        "tflite_micro_test_accuracy": float(np.mean(np.argmax(run.logits, 1) == y)),
+        "tflite_micro_arena_bytes": run.arena_bytes,
+        "predicted_arena_bytes": {k: v.arena_bytes for k, v in predicted.items()},
+    }
+    return info, run.logits

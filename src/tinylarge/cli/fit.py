@@ -2,7 +2,9 @@
 
 MODEL is a zoo name (profiled at ``--dtype``, int8 by default), a ``.onnx`` or
 ``.tflite`` file, or a completed ``kd`` run directory (its int8 artifact). One
-row per device: flash and peak SRAM against capacity, fits or the reason (flash
+row per device: flash and SRAM against capacity (for an int8 ``.tflite``,
+TFLite Micro's predicted arena: 32-bit build on microcontrollers, 64-bit
+elsewhere; otherwise the activation peak), fits or the reason (flash
 or SRAM, over by how many bytes), latency and energy of one inference. For a
 zoo model, the layers a microcontroller int8 runtime cannot run are listed
 (:mod:`tinylarge.compress.validate`).
@@ -81,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         "dtype": profile.dtype,
         "flash_bytes": profile.flash_bytes,
         "peak_sram_bytes": profile.peak_sram_bytes,
+        "tflm_arena_bytes": profile.extra.get("tflm_arena_bytes"),
         "macs": profile.macs,
         "int8_issues": issues,
         "devices": [{**r.to_dict(), "stack": d.stack} for r, d in zip(rows, chosen, strict=True)],
@@ -89,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         print_json(report)
         return 0
     print_table(
-        ["device", "tier", "stack", "fits", "flash B", "flash cap B", "peak SRAM B",
+        ["device", "tier", "stack", "fits", "flash B", "flash cap B", "SRAM need B",
          "SRAM cap B", "latency ms", "energy mJ", "reason"],
         [
             [r.device, r.tier, d.stack or "-", r.fits, r.flash_bytes, r.flash_capacity_bytes,
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
              r.reason or ""]
             for r, d in zip(rows, chosen, strict=True)
         ],
-        title=f"{source} ({profile.dtype}, {profile.macs:,} MACs)",
+        title=f"{source} ({profile.dtype}, {profile.macs:,} MACs, {_sram_basis(profile)})",
     )  # fmt: skip
     if issues:
         print_table(
@@ -106,3 +109,15 @@ def run(args: argparse.Namespace) -> int:
             title="layers an MCU int8 runtime cannot run",
         )
     return 0
+
+
+def _sram_basis(profile: Any) -> str:
+    """What the SRAM column counts: the activation peak, and the TFLM arenas if predicted."""
+    peak = f"activation peak {profile.peak_sram_bytes:,} B"
+    arenas = profile.extra.get("tflm_arena_bytes")
+    if not arenas:
+        return peak
+    return (
+        f"{peak}; TFLite Micro arena {arenas['cortex-m']:,} B (32-bit), "
+        f"{arenas['x86-64']:,} B (x86-64)"
+    )

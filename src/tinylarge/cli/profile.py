@@ -154,6 +154,7 @@ def to_json(profile: ModelProfile) -> dict[str, Any]:
         "flash_bytes": profile.flash_bytes,
         "peak_sram_bytes": profile.peak_sram_bytes,
         "arena_bytes": profile.extra.get("arena_bytes"),
+        "tflm_arena_bytes": profile.extra.get("tflm_arena_bytes"),
         "train_memory_bytes": profile.train_memory_bytes,
         "flash_bytes_fp32": profile.extra.get("flash_bytes_fp32"),
         "flash_bytes_int8": profile.extra.get("flash_bytes_int8"),
@@ -212,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
         ["flash bytes", profile.flash_bytes],
         ["peak SRAM bytes", profile.peak_sram_bytes],
         ["arena bytes (greedy)", report["arena_bytes"]],
+        *_tflm_rows(report.get("tflm_arena_bytes")),
         ["train memory bytes (batch 1)", profile.train_memory_bytes],
     ]
     if args.device is not None:
@@ -226,6 +228,16 @@ def run(args: argparse.Namespace) -> int:
         ]
     print_table(["total", "value"], totals)
     return 0
+
+
+def _tflm_rows(arenas: dict[str, int] | None) -> list[list[Any]]:
+    """Rows of the predicted TFLite Micro arena per build (none for float models)."""
+    if not arenas:
+        return []
+    return [
+        ["TFLite Micro arena, x86-64 (predicted)", arenas["x86-64"]],
+        ["TFLite Micro arena, 32-bit Cortex-M (predicted)", arenas["cortex-m"]],
+    ]
 
 
 def _short(name: str, *, max_chars: int = 40) -> str:

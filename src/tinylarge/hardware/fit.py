@@ -4,15 +4,19 @@ Inference (the TFLite Micro deployment model): the model file lives in flash
 and the tensor arena in SRAM, so the check is
 
     profile.flash_bytes     <= device.flash_bytes
-    profile.peak_sram_bytes <= device.sram_contiguous_bytes
+    inference_sram_bytes(profile, device) <= device.sram_contiguous_bytes
 
 The arena is one static buffer (TFLite Micro allocates all activations from a
 single ``tensor_arena`` array), which is why the *largest contiguous* SRAM
 range is the limit, not the total: an STM32H743 has 1 MiB of RAM in five banks
-but a 512 KiB arena limit. ``peak_sram_bytes`` is the peak of live
-activations from the memory plan; no extra reserve is added for the
-interpreter's own bookkeeping (a few KiB in TFLite Micro, and no per-device
-source for it), so the check is optimistic by that margin.
+but a 512 KiB arena limit. For an int8 ``.tflite`` the SRAM needed is TFLite
+Micro's whole arena as :mod:`tinylarge.models.tflm_arena` predicts it (the
+activation plan plus the runtime's persistent structures, kernel data and the
+planner's peak; ``profile.extra["tflm_arena_bytes"]``), for a 32-bit build on
+``mcu`` devices and a 64-bit one elsewhere (:func:`inference_sram_bytes`).
+Other profiles (PyTorch zoo models, float files) use ``peak_sram_bytes``,
+the peak of live activations, with no reserve for a runtime's bookkeeping,
+so for them the check is optimistic by that margin.
 
 Training: the device must be able to train (``can_train``) and the training
 memory (weights, gradients, optimizer state, saved activations; see
@@ -70,6 +74,19 @@ def format_bytes(n: int) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def inference_sram_bytes(profile: ModelProfile, device: DeviceProfile) -> tuple[int, str]:
+    """SRAM (bytes) ``profile`` needs for inference on ``device``, and what that figure is.
+
+    The predicted TFLite Micro arena when the profile has one (32-bit build on
+    microcontrollers, 64-bit elsewhere), else the activation peak.
+    """
+    arenas = profile.extra.get("tflm_arena_bytes")
+    if isinstance(arenas, dict) and arenas:
+        build = "cortex-m" if device.tier == "mcu" else "x86-64"
+        return int(arenas[build]), "TFLite Micro arena"
+    return profile.peak_sram_bytes, "peak SRAM"
+
+
 def check_fit(
     profile: ModelProfile,
     device: DeviceProfile,
@@ -109,10 +126,10 @@ def check_fit(
         sram_needed = (needed or 0) + extra
     else:
         capacity = device.sram_contiguous_bytes
-        sram_needed = profile.peak_sram_bytes
+        sram_needed, what = inference_sram_bytes(profile, device)
         if sram_needed > capacity:
             reasons.append(
-                f"peak SRAM {format_bytes(sram_needed)} > largest contiguous SRAM "
+                f"{what} {format_bytes(sram_needed)} > largest contiguous SRAM "
                 f"{format_bytes(capacity)}"
             )
     return FitReport(
