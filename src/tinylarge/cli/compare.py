@@ -50,12 +50,11 @@ def expand(configs: list[ExperimentConfig], schemes: str | None) -> list[Experim
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinylarge.cli._config import check_scheme, out_dir
+    from tinylarge.cli._config import check_scheme, load_user_config, out_dir
     from tinylarge.cli._output import print_json, print_table
-    from tinylarge.config import load_config
 
     out_dir(args.out)
-    configs = [(p, load_config(p)) for p in args.configs]
+    configs = [(p, load_user_config(p)) for p in args.configs]
     runs: list[ExperimentConfig] = []
     for path, cfg in configs:
         for each in expand([cfg], args.schemes):

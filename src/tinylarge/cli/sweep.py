@@ -90,15 +90,23 @@ def run(args: argparse.Namespace) -> int:
         raise TinylargeError(f"--seeds {args.seeds}: give 1 to 1000")
     if args.jobs is not None and not 1 <= args.jobs <= 1024:
         raise TinylargeError(f"--jobs {args.jobs}: give 1 to 1024")
-    from tinylarge.cli._config import check_scheme, out_dir
-    from tinylarge.config import load_config
+    from tinylarge.cli._config import check_scheme, load_user_config, out_dir, quick, reduced
+    from tinylarge.config import parse_config
     from tinylarge.explore import grid
 
-    base = load_config(args.config)
+    base = load_user_config(args.config)
     axes = grid.axes(base.sweep, args.grid)
+    if quick():  # TINYLARGE_QUICK: the first two values of each axis, every cell reduced
+        axes = [grid.Axis(a.key, a.values[:2]) for a in axes]
     cells, invalid = grid.expand(
         base, axes, check=lambda cfg, source: check_scheme(cfg, source=source)
     )
+    if quick():
+        small = [
+            (c.coords, parse_config(reduced(c.config.model_dump(mode="json", exclude_unset=True))))
+            for c in cells
+        ]
+        cells = [grid.Cell(coords, cfg, grid.cell_id(coords, cfg)) for coords, cfg in small]
     for bad in invalid:
         print(f"skipped cell {grid.describe(bad.coords)}: {bad.reason}", file=sys.stderr)
     if not cells:
