@@ -41,7 +41,10 @@ under this protocol.
 Differences left on purpose: their simulator restores the global RNG after every
 worker, so all workers share one dropout mask, the same at every iteration; here every
 worker draws its own (``--shared-dropout`` reproduces theirs: the torch RNG is reset to
-its state after the model's initialisation before every gradient). Their RFA starts
+its state after the model's initialisation before every gradient). Their exp3 never calls
+its samplers' ``set_epoch``, so every "epoch" replays the same shuffle: each worker sees
+only the first 30 x 32 = 960 samples of its part, always in the same order
+(``--fixed-order`` reproduces it; here each epoch reshuffles). Their RFA starts
 Weiszfeld at zero, tinylarge's at the mean.
 The ALIE and IPM attackers' own gradients are not computed (their code computes and
 discards them).
@@ -205,14 +208,26 @@ class Batches:
     sample indices, of which the first ``per_epoch * size`` are used (their loader restarts
     every 30 batches)."""
 
-    def __init__(self, pool: np.ndarray, size: int, per_epoch: int, rng: np.random.Generator):
+    def __init__(
+        self,
+        pool: np.ndarray,
+        size: int,
+        per_epoch: int,
+        rng: np.random.Generator,
+        *,
+        fixed: bool = False,
+    ):
         self.pool, self.size, self.per_epoch, self.rng = pool, size, per_epoch, rng
         self.order = np.empty(0, dtype=np.int64)
         self.at = per_epoch
+        #: one shuffle for every epoch (their exp3 never calls the sampler's set_epoch)
+        self.fixed = fixed
 
     def next(self) -> np.ndarray:
         if self.at == self.per_epoch:
-            self.order, self.at = self.rng.permutation(self.pool), 0
+            if not (self.fixed and len(self.order)):
+                self.order = self.rng.permutation(self.pool)
+            self.at = 0
         batch = self.order[self.at * self.size : (self.at + 1) * self.size]
         self.at += 1
         return batch
@@ -240,10 +255,14 @@ def run(
     seed: int,
     eval_every: int,
     shared_dropout: bool = False,
+    fixed_order: bool = False,
 ) -> float:
     """One training run under ``attack`` and ``rule``; the final test accuracy (0..1).
 
     ``shared_dropout``: every gradient draws the same dropout masks, as in their simulator.
+    ``fixed_order``: every worker's epoch is the same shuffle of its data, so it only ever
+    sees the first ``batches_per_epoch * batch_size`` samples of it, in the same order, as
+    in their experiment 3.
     """
     streams = np.random.SeedSequence(seed).spawn(4)
     data_rng, attack_rng, rule_rng = (np.random.default_rng(s) for s in streams[:3])
@@ -259,7 +278,7 @@ def run(
     parts = partition("shards", data.y_train, num_clients=p.honest, seed=seed, shards_per_client=1)
     everything = np.arange(len(data.y_train))
     loaders = [
-        Batches(pool, p.batch_size, p.batches_per_epoch, data_rng)
+        Batches(pool, p.batch_size, p.batches_per_epoch, data_rng, fixed=fixed_order)
         for pool in [*parts, *[everything] * byzantine]
     ]
     send: attacks.UpdateAttack | None = None
@@ -356,6 +375,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="one dropout mask for every worker and iteration, as their simulator draws",
     )
+    ap.add_argument(
+        "--fixed-order",
+        action="store_true",
+        help="the same shuffle every epoch (their exp3 never calls set_epoch): each worker "
+        "sees only the first 960 samples of its part",
+    )
     args = ap.parse_args(argv)
     try:
         atks = names(args.attacks, ATTACKS, "attack")
@@ -387,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
                     seed=args.seed,
                     eval_every=args.eval_every,
                     shared_dropout=args.shared_dropout,
+                    fixed_order=args.fixed_order,
                 )
             except TinylargeError as exc:  # e.g. Krum's f = 5 on the 10 buckets of 'none'
                 print(f"{a} {r}: n/a ({exc})", file=sys.stderr)
