@@ -8,8 +8,9 @@ what is measured, not training), half STM32H743 boards on BLE, half Raspberry Pi
 memory is its own): set-up (data, partition, fit checks), one untimed warm-up round
 (worker start, torch's first calls), then ``--rounds`` timed rounds of the scheme's round
 loop (sampling, downloads, local training, billing, uploads, aggregation; the run
-directory's files are not written). Peak memory is the driver's and the largest
-worker's resident peak (workers map the training set from one shared file).
+directory's files are not written). Peak memory is the driver's resident peak and the
+largest worker's (workers map the training set from one shared file, so their pages of
+it are shared, and counted in each).
 
 Then 1,000,000 devices, each holding 2 samples drawn at random (``iid`` with
 ``per_client: 2``: a million devices outnumber the 60,000 samples): the config is
@@ -30,6 +31,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from tinylarge.config import parse_config
@@ -83,6 +85,21 @@ def peak_gb(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1e6
 
 
+def worker_pids(ctx: Any) -> list[int]:
+    """The process ids of a process backend's workers (children of the forkserver, not of
+    this process, so ``RUSAGE_CHILDREN`` does not see them)."""
+    pool = getattr(ctx._backend, "_pool", None)
+    return list(getattr(pool, "_processes", None) or {})
+
+
+def worker_peak_gb(pid: int) -> float:
+    """A live process's resident peak (``VmHWM`` of /proc/PID/status), in GB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1e6
+    return 0.0
+
+
 def one_backend(args: argparse.Namespace, backend: str) -> dict[str, Any]:
     from tinylarge.sim.context import Context
     from tinylarge.sim.engine import build_scheme
@@ -104,6 +121,7 @@ def one_backend(args: argparse.Namespace, backend: str) -> dict[str, Any]:
             times.append(time.perf_counter() - t)
             assert report.participants == args.per_round, report.participants
         accuracy = scheme.evaluate()["accuracy"]
+        worker_peak = max((worker_peak_gb(pid) for pid in worker_pids(ctx)), default=0.0)
     finally:
         ctx.close()
     return {
@@ -114,7 +132,7 @@ def one_backend(args: argparse.Namespace, backend: str) -> dict[str, Any]:
         "rounds": times,
         "accuracy": accuracy,
         "driver_peak_gb": peak_gb(resource.RUSAGE_SELF),
-        "worker_peak_gb": peak_gb(resource.RUSAGE_CHILDREN),
+        "worker_peak_gb": worker_peak,
     }
 
 
@@ -196,7 +214,7 @@ def main() -> None:
     m = in_subprocess(["--million-only", *common])
     print(
         f"\n{m['devices']:,} registered devices: configured and built in {m['build_s']:.1f} s, "
-        f"{m['per_round']:,} participants drawn in {m['sample_s']:.2f} s a round, "
+        f"{m['per_round']:,} participants drawn in {1000 * m['sample_s']:.1f} ms a round, "
         f"peak memory {m['peak_gb']:.2f} GB"
     )
 
