@@ -46,8 +46,10 @@ class DeviceFit:
         reason: ``None`` if it fits, else what is short and by how many bytes.
         flash_bytes / flash_capacity_bytes / flash_over_bytes: what the model
             needs, what the device has, the shortfall (0 if it fits).
-        sram_bytes / sram_capacity_bytes / sram_over_bytes: peak activation
-            SRAM against the largest contiguous SRAM, and the shortfall.
+        sram_bytes / sram_capacity_bytes / sram_over_bytes: SRAM for inference
+            (TFLite Micro's predicted arena for an int8 ``.tflite``, else the
+            activation peak; :func:`tinylarge.hardware.fit.inference_sram_bytes`)
+            against the largest contiguous SRAM, and the shortfall.
         latency_s / energy_j: one inference (batch 1) at the model's dtype.
     """
 
@@ -98,7 +100,7 @@ def shortfall_reason(*, flash_over_bytes: int, sram_over_bytes: int, fit: Any) -
         )
     if sram_over_bytes > 0:
         parts.append(
-            f"SRAM: peak {fit.sram_bytes:,} B, largest contiguous {fit.sram_capacity_bytes:,} B "
+            f"SRAM: needs {fit.sram_bytes:,} B, largest contiguous {fit.sram_capacity_bytes:,} B "
             f"(over by {sram_over_bytes:,} B)"
         )
     return "; ".join(parts) or None
