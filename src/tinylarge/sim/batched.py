@@ -194,7 +194,11 @@ def fit_batch(tasks: Sequence[FitTask], x: np.ndarray, y: np.ndarray) -> list[Fi
     sizes = [len(t.indices) for t in tasks]
     per_epoch = math.ceil(sizes[0] / bs)
     total_steps = s.epochs * per_epoch
-    if any(group_key(t) != group_key(first) for t in tasks):
+    key = group_key(first)
+    if any(t.spec is not first.spec and group_key(t) != key for t in tasks) or any(
+        (t.settings is not s and t.settings != s) or math.ceil(n / bs) != per_epoch
+        for t, n in zip(tasks, sizes, strict=True)
+    ):
         raise ValueError("fit_batch trains tasks of one group_key only")
     if total_steps == 0:
         return [fit(t, x, y) for t in tasks]  # nothing to train: fit's zero-step results

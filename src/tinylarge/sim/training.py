@@ -328,7 +328,16 @@ def build(spec: ModelSpec, weights: Sequence[np.ndarray] | None = None) -> nn.Mo
 
 def spec_key(spec: ModelSpec) -> tuple[Any, ...]:
     """What identifies ``spec``'s architecture (its options' dict made hashable)."""
-    return (spec.name, spec.input_shape, spec.num_classes, repr(sorted(spec.options.items())))
+    known = _SPEC_KEYS.get(id(spec))
+    if known is not None and known[0] is spec:
+        return known[1]
+    key = (spec.name, spec.input_shape, spec.num_classes, repr(sorted(spec.options.items())))
+    if len(_SPEC_KEYS) < 1024:  # a run has a handful of specs; each is kept alive here
+        _SPEC_KEYS[id(spec)] = (spec, key)
+    return key
+
+
+_SPEC_KEYS: dict[int, tuple[ModelSpec, tuple[Any, ...]]] = {}
 
 
 #: One model per architecture per process, reused by :func:`reused_model`: with its state
