@@ -35,6 +35,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -217,6 +218,8 @@ class ProcessBackend:
         if self._pool is None:
             base = "/dev/shm" if os.path.isdir("/dev/shm") else None
             self._folder = tempfile.mkdtemp(prefix="tinylarge-data-", dir=base)
+            # removed by close(), or when the backend is collected or the interpreter exits
+            weakref.finalize(self, shutil.rmtree, self._folder, True)
             np.save(Path(self._folder) / "x.npy", np.ascontiguousarray(self._x))
             np.save(Path(self._folder) / "y.npy", np.ascontiguousarray(self._y))
             methods = mp.get_all_start_methods()
