@@ -184,6 +184,26 @@ def _interpreter(path: str | Path) -> Any:
     return interp
 
 
+def contract_inputs(
+    x: np.ndarray,
+    shape: Sequence[int],
+    channels_last: bool | None,
+    *,
+    scale: float,
+    zero_point: int,
+) -> np.ndarray:
+    """``x`` (normalized, PyTorch order) as a file shaped ``shape`` takes it: laid out
+    (``channels_last``; default: inferred from ``shape``) and quantized as its input
+    contract says. Shared by the LiteRT and TFLite Micro runs of a file."""
+    shape = tuple(int(d) for d in shape)
+    if channels_last is None:
+        channels_last = len(shape) == 4 and tuple(x.shape[1:]) != shape[1:]
+    xs = _to_layout(np.asarray(x, dtype=np.float32), channels_last)
+    if tuple(xs.shape[1:]) != shape[1:]:
+        raise TinylargeError(f"inputs shaped {x.shape[1:]} do not match the file's {shape}")
+    return quantize(xs, scale=float(scale), zero_point=int(zero_point))
+
+
 def tflite_logits(
     path: str | Path, x: np.ndarray, *, channels_last: bool | None = None
 ) -> np.ndarray:
@@ -196,15 +216,10 @@ def tflite_logits(
     """
     interp = _interpreter(path)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    shape = tuple(int(d) for d in inp["shape"])
-    if channels_last is None:
-        channels_last = len(shape) == 4 and tuple(x.shape[1:]) != shape[1:]
-    xs = _to_layout(np.asarray(x, dtype=np.float32), channels_last)
-    if tuple(xs.shape[1:]) != shape[1:]:
-        raise TinylargeError(f"inputs shaped {x.shape[1:]} do not match the file's {shape}")
     in_scale, in_zp = inp["quantization"]
     out_scale, out_zp = out["quantization"]
-    q = quantize(xs, scale=in_scale, zero_point=in_zp)
+    shape = tuple(int(d) for d in inp["shape"])
+    q = contract_inputs(x, shape, channels_last, scale=in_scale, zero_point=in_zp)
     rows = []
     for i in range(len(q)):
         interp.set_tensor(inp["index"], q[i : i + 1])

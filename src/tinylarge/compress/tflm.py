@@ -236,20 +236,14 @@ def tflm_logits(
     :func:`tinylarge.compress.tflite.tflite_logits` does for LiteRT (the input
     contract), then run one sample at a time in an arena of ``arena_bytes``.
     """
-    from tinylarge.compress.quantize import quantize
-    from tinylarge.compress.tflite import _to_layout
+    from tinylarge.compress.tflite import contract_inputs
 
     runtime = _require()
     interp = runtime.Interpreter.from_bytes(data, arena_size=arena_bytes)
     inp, out = interp.get_input_details(0), interp.get_output_details(0)
-    shape = tuple(int(d) for d in inp["shape"])
-    if channels_last is None:
-        channels_last = len(shape) == 4 and tuple(x.shape[1:]) != shape[1:]
-    xs = _to_layout(np.asarray(x, dtype=np.float32), channels_last)
-    if tuple(xs.shape[1:]) != shape[1:]:
-        raise TinylargeError(f"inputs shaped {x.shape[1:]} do not match the file's {shape}")
     in_q, out_q = inp["quantization_parameters"], out["quantization_parameters"]
-    q = quantize(xs, scale=float(in_q["scales"][0]), zero_point=int(in_q["zero_points"][0]))
+    q = contract_inputs(x, inp["shape"], channels_last,
+                        scale=in_q["scales"][0], zero_point=in_q["zero_points"][0])  # fmt: skip
     rows = []
     for i in range(len(q)):
         interp.set_input(q[i : i + 1].astype(inp["dtype"]), 0)
