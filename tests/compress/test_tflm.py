@@ -120,7 +120,7 @@ def test_operator_outside_tflm_is_refused_naming_it(tmp_path: Path) -> None:
 def test_export_verification_refuses_and_removes_the_file(tmp_path: Path) -> None:
     import shutil
 
-    from tinylarge.cli.export import verify_in_tflite_micro
+    from tinylarge.cli._tflite_export import verify_in_tflite_micro
 
     path = tmp_path / "student-int8-tflite.tflite"
     shutil.copyfile(MLPERF / "kws_ref_model_float32.tflite", path)

@@ -21,7 +21,7 @@ from tinylarge.errors import TinylargeError
 
 
 def export_c_source_cmd(run_dir: Path, onnx_path: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from tinylarge.cli.export import export_tflite, tflite_path
+    from tinylarge.cli._tflite_export import export_tflite, tflite_path
     from tinylarge.compress.contract import read_contract
     from tinylarge.compress.csource import export_c_source
     from tinylarge.compress.fit_report import c_source_footprint

@@ -13,6 +13,7 @@ file size.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from tinylarge.errors import TinylargeError
@@ -27,9 +28,16 @@ FILE_READERS: Registry[Reader] = Registry("model file format")
 
 @FILE_READERS.register(".tflite")
 def _read_tflite(path: Path) -> ModelProfile:
-    from tinylarge.models.tflite_reader import profile_tflite
+    """The file's profile, with TFLite Micro's predicted arena per build for an int8 model
+    (``extra["tflm_arena_bytes"]``, ``None`` for a float one: the fit check reads it)."""
+    from tinylarge.models.tflite_reader import profile_tflite, read_tflite
+    from tinylarge.models.tflm_arena import predict_arenas
 
-    return profile_tflite(path)
+    profile = profile_tflite(path)
+    arenas = None
+    if profile.dtype == "int8":
+        arenas = {b: p.arena_bytes for b, p in predict_arenas(read_tflite(path)).items()}
+    return replace(profile, extra={**profile.extra, "tflm_arena_bytes": arenas})
 
 
 @FILE_READERS.register(".onnx")

@@ -302,18 +302,8 @@ def profile_tflite(path: Path) -> ModelProfile:
             "activation_bytes_per_element": DTYPE_BYTES[dtype],
             "subgraphs": int(model.SubgraphsLength()),
             "tensor_types": sorted({_type_name(types[t]) for t in activations}),
-            "tflm_arena_bytes": _tflm_arenas(path, dtype),
         },
     )
-
-
-def _tflm_arenas(path: Path, dtype: str) -> dict[str, int] | None:
-    """Predicted TFLite Micro arena per build for an int8 model (``None`` for float ones)."""
-    if dtype != "int8":
-        return None
-    from tinylarge.models.tflm_arena import predict_arenas
-
-    return {build: p.arena_bytes for build, p in predict_arenas(read_tflite(path)).items()}
 
 
 def _type_name(code: int) -> str:
