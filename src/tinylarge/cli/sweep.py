@@ -225,25 +225,9 @@ def _print(sweep: Any, report: Path) -> None:
         ],
         title=f"sweep {sweep.path} ({len(rows)} cells)",
     )
-    recs = sweep.recommendations_rows()
+    headers, recs = sweep.recommendation_table()
     if recs:
-        given = [k for k in recs[0] if k.startswith("given ")]
-        print_table(
-            ["profile", "link", *given, "recommended", "accuracy", "J/round", "why"],
-            [
-                [
-                    r["profile"],
-                    r["link"],
-                    *(r[g] for g in given),
-                    r["recommended"] or "none",
-                    r["metric"],
-                    r["energy_per_round_j"],
-                    r["why"],
-                ]
-                for r in recs
-            ],
-            title=f"recommendation: {sweep.objective_text()}",
-        )
+        print_table(headers, recs, title=f"recommendation: {sweep.objective_text()}")
     print(f"table: {sweep.table_path}")
     print(f"report: {report}")
 

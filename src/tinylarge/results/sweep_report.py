@@ -104,7 +104,6 @@ def build_sweep_report(sweep: SweepDir) -> Path:
     meta = sweep.meta()
     rows = sweep.table()
     keys = sweep.grid_keys()
-    recs = sweep.recommendations_rows()
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>tinylarge sweep {html.escape(sweep.path.name)}</title>",
@@ -124,7 +123,7 @@ def build_sweep_report(sweep: SweepDir) -> Path:
         "Every number below was measured in the sweep's runs and is read from table.csv "
         "(seeds: the mean; <code>_std</code> columns hold the spread).</p>",
     ]
-    parts += _recommendation_section(sweep, recs)
+    parts += _recommendation_section(sweep)
     parts += [
         "<h2>Pareto fronts</h2>",
         "<p>A cell is on a front when no other is at least as accurate for at most its cost. "
@@ -203,8 +202,7 @@ def _coords(coords: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in coords.items())
 
 
-def _recommendation_section(sweep: SweepDir, recs: Sequence[Mapping[str, Any]]) -> list[str]:
-    given = [k for k in (recs[0] if recs else {}) if k.startswith("given ")]
+def _recommendation_section(sweep: SweepDir) -> list[str]:
     return [
         "<h2>Recommendation per device profile and link</h2>",
         f"<p>Objective: {html.escape(sweep.objective_text())}. Per profile and link, the "
@@ -213,21 +211,7 @@ def _recommendation_section(sweep: SweepDir, recs: Sequence[Mapping[str, Any]]) 
         "in the ledger per device and round. Rebuild with another budget: "
         f"<code>tinylarge sweep --report {html.escape(str(sweep.path))} --energy-budget J"
         "</code>.</p>",
-        _table(
-            ["profile", "link", *given, "recommended", "accuracy", "J per device a round", "why"],
-            [
-                [
-                    r["profile"],
-                    r["link"],
-                    *(r[g] for g in given),
-                    r["recommended"] or "none",
-                    r["metric"],
-                    r["energy_per_round_j"],
-                    r["why"],
-                ]
-                for r in recs
-            ],
-        ).replace("<td>", "<td class='why'>"),
+        _table(*sweep.recommendation_table()).replace("<td>", "<td class='why'>"),
     ]
 
 

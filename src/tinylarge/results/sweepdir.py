@@ -155,6 +155,21 @@ class SweepDir:
             for r in self.recommendations()
         ]
 
+    def recommendation_table(self) -> tuple[list[str], list[list[Any]]]:
+        """The recommendation as one table for people (the report and the printed summary):
+        given-key columns after profile and link, then the choice, its accuracy, joules per
+        device a round and why."""
+        recs = self.recommendations_rows()
+        given = [k for k in (recs[0] if recs else {}) if k.startswith("given ")]
+        headers = ["profile", "link", *given, "recommended", "accuracy", "J per device a round",
+                   "why"]  # fmt: skip
+        rows = [
+            [r["profile"], r["link"], *(r[g] for g in given), r["recommended"] or "none",
+             r["metric"], r["energy_per_round_j"], r["why"]]
+            for r in recs
+        ]  # fmt: skip
+        return headers, rows
+
     def write_recommendations(self) -> None:
         """Rewrite recommendations.csv from the table and the objective."""
         tbl.write_csv(self.recommendations_path, self.recommendations_rows())
