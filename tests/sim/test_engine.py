@@ -172,3 +172,22 @@ def test_partial_participation_samples_a_fraction() -> None:
     assert len(set(picks)) > 1
     assert picks == [tuple(c.id for c in sample(ctx, r, ctx.clients)) for r in range(6)]
     assert np.all([len(c.indices) > 0 for c in ctx.clients])
+
+
+def test_per_profile_names_every_link_its_groups_use(tmp_path: Path) -> None:
+    """One profile in two groups on two links: summary.json's per_profile lists both, and
+    its radio joules and bytes are the ledger's over both groups."""
+    devices = [
+        {"profile": "rpi4", "count": 2, "link": "wifi6"},
+        {"profile": "rpi4", "count": 1, "link": "nr-sub6", "distance_m": 100},
+        {"profile": "stm32h743", "count": 1, "link": "ble-2m"},
+    ]
+    cfg = small_task(training={"rounds": 1}, topology={"devices": devices})
+    s = run_experiment(parse_config(cfg), out=tmp_path / "run", progress=False)
+    rpi = s["per_profile"]["rpi4"]
+    assert rpi["link"] == "wifi6, nr-sub6"
+    assert rpi["devices"] == 3
+    assert s["per_profile"]["stm32h743"]["link"] == "ble-2m"
+    ledger = Ledger.from_csv(tmp_path / "run" / "ledger.csv")
+    assert rpi["bytes_up"] == sum(e.bytes for e in ledger.select(kind="upload", profile="rpi4"))
+    assert {e.link for e in ledger.select(kind="upload", profile="rpi4")} == {"wifi6", "nr-sub6"}

@@ -142,6 +142,8 @@ def per_profile(ctx: Context, ledger: Ledger) -> dict[str, dict[str, Any]]:
             stacks = out[pid]["stack"]
             if c.profile.stack is not None and c.profile.stack not in (stacks or "").split(", "):
                 out[pid]["stack"] = f"{stacks}, {c.profile.stack}"  # groups chose other stacks
+            if c.link_name not in out[pid]["link"].split(", "):  # groups on other links
+                out[pid]["link"] = f"{out[pid]['link']}, {c.link_name}"
             continue
         out[pid] = {
             "devices": 1,
