@@ -166,15 +166,6 @@ def serving(s: Summary, _rows: Sequence[Mapping[str, Any]], _l: Ledger | None) -
     return out
 
 
-def _bytes_by_profile(ledger: Ledger | None, what: str) -> dict[str, int]:
-    out: dict[str, int] = {}
-    if ledger is None:
-        return out
-    for e in ledger.select(what=what):
-        out[e.profile] = out.get(e.profile, 0) + int(e.bytes)
-    return out
-
-
 @builder
 def split(s: Summary, _rows: Sequence[Mapping[str, Any]], ledger: Ledger | None) -> list[Section]:
     """Split and federated split learning: each profile's cut, what it keeps on the device
@@ -182,8 +173,6 @@ def split(s: Summary, _rows: Sequence[Mapping[str, Any]], ledger: Ledger | None)
     cuts = s.get("cuts")
     if not isinstance(cuts, Mapping):
         return []
-    up = _bytes_by_profile(ledger, "activations")
-    down = _bytes_by_profile(ledger, "gradients")
     rounds = max(int(s.get("rounds") or 1), 1)
     rows: list[tuple[Any, ...]] = []
     for key, c in cuts.items():
@@ -199,8 +188,12 @@ def split(s: Summary, _rows: Sequence[Mapping[str, Any]], ledger: Ledger | None)
                 c.get("params"),
                 c.get("train_memory_bytes"),
                 c.get("sram_bytes"),
-                up.get(pid, 0) // rounds if ledger is not None else None,
-                down.get(pid, 0) // rounds if ledger is not None else None,
+                None
+                if ledger is None
+                else ledger.bytes_up(what="activations", profile=pid) // rounds,
+                None
+                if ledger is None
+                else ledger.bytes_down(what="gradients", profile=pid) // rounds,
                 c.get("leakage"),
             )
         )

@@ -47,7 +47,7 @@ from tinylarge.schemes._split_costs import (
 )
 from tinylarge.schemes._split_plan import COLUMNS, GroupPlan, plan_groups
 from tinylarge.schemes._split_task import DeployedSplit, SplitResult, SplitTask, evaluate_split
-from tinylarge.schemes.base import Plan, PlanRequest, Scheme
+from tinylarge.schemes.base import Plan, PlanRequest, Scheme, sweep_left_out
 from tinylarge.schemes.options.split import SplitOptions
 from tinylarge.security.leakage import leakage_by_cut
 from tinylarge.security.nopeek import SmashedGuard, make_guard
@@ -182,12 +182,7 @@ class SplitScheme(Scheme[SO]):
                 for gp in groups:
                     rows.extend(as_row(e) for e in gp.estimates)
                     notes.append(gp.note())
-        if left_out and not rows:
-            raise TinylargeError(
-                "--sweep-distance-m: no distance is valid for any device group: "
-                + "; ".join(left_out)
-            )
-        notes += [f"left out of the sweep: {why}" for why in left_out]
+        notes += sweep_left_out(left_out, planned=bool(rows))
         cfg = self.ctx.config
         title = (
             f"{cfg.scheme.name} ({self.variant}) cut plan: {cfg.model.name} on "

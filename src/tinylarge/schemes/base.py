@@ -64,6 +64,17 @@ class Plan:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
+def sweep_left_out(left_out: list[str], *, planned: bool) -> list[str]:
+    """A plan's notes naming what a ``--sweep-distance-m`` sweep left out (each group and
+    distance its link model does not cover, with why); a user error when nothing was left
+    to plan."""
+    if left_out and not planned:
+        raise TinylargeError(
+            "--sweep-distance-m: no distance is valid for any device group: " + "; ".join(left_out)
+        )
+    return [f"left out of the sweep: {why}" for why in left_out]
+
+
 class Scheme(ABC, Generic[OptionsT]):
     """Base of all integration schemes."""
 

@@ -50,7 +50,7 @@ from tinylarge.models.weights import Weights, set_weights
 from tinylarge.network.link import Link
 from tinylarge.schemes._serving import DeviceServing, InferenceScheme
 from tinylarge.schemes._serving_tasks import NetSpec
-from tinylarge.schemes.base import Plan, PlanRequest, register_scheme
+from tinylarge.schemes.base import Plan, PlanRequest, register_scheme, sweep_left_out
 from tinylarge.schemes.options.inference import SplitInferenceOptions
 from tinylarge.sim.context import Client
 
@@ -326,11 +326,7 @@ class SplitInference(InferenceScheme[SplitInferenceOptions]):
                     if not request.sweep_distances_m:
                         raise  # one distance asked for: its error is the answer
                     left_out.append(f"{profile}/{name} at {d:g} m ({exc})")
-        if left_out and not rows:
-            raise TinylargeError(
-                "--sweep-distance-m: no distance is valid for any device group: "
-                + "; ".join(left_out)
-            )
+        left_notes = sweep_left_out(left_out, planned=bool(rows))
         notes = [
             f"objective: {objective}; server: {ctx.server.id}; model {cfg.model.name} "
             f"({len(graph.ops)} operators, input {graph.input_bytes} B, "
@@ -343,7 +339,7 @@ class SplitInference(InferenceScheme[SplitInferenceOptions]):
         ]
         if request.sweep_distances_m:
             notes.append("sweep: per distance, the choice and the two ends")
-        notes += [f"left out of the sweep: {why}" for why in left_out]
+        notes += left_notes
         return Plan(
             title=f"split-inference plan: {cfg.model.name} on {cfg.task.dataset}",
             columns=COLUMNS,
