@@ -136,3 +136,34 @@ def test_a_batched_run_is_the_sequential_run(workers: int, tmp_path: Path) -> No
     assert bat["backend"] == "batched"
     # float rounding of batched products may move a loss in the 6th digit, not a prediction
     assert close(reproducible(bat), reproducible(seq), rel=1e-4)
+
+
+def test_relu_then_pool_runs_as_pool_then_relu_with_the_same_values_and_gradients() -> None:
+    # windows that are all negative, all zero, tied positives and mixed: the swap
+    # _forward makes must give the layers' own values and gradients, ties included
+    from tinylarge.sim.batched import Flow, _forward
+
+    x = torch.tensor(
+        [
+            [
+                [
+                    [-1.0, -2.0, 0.0, 0.0],
+                    [-3.0, -0.5, 0.0, 0.0],
+                    [2.0, 2.0, 1.0, -1.0],
+                    [1.0, 2.0, 3.0, 0.5],
+                ]
+            ]
+        ]
+    )
+    layers: list[torch.nn.Module] = [torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
+    a = x.clone().requires_grad_()
+    want = torch.nn.Sequential(*layers)(a)
+    want.backward(torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]]))
+    b = x.clone().requires_grad_()
+    got = _forward(layers, [[], []], Flow(b, "channels", 1)).x
+    got.backward(torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]]))
+    assert torch.equal(got, want)
+    assert a.grad is not None
+    assert b.grad is not None
+    assert torch.equal(b.grad, a.grad)
+    assert a.grad.abs().sum() > 0
