@@ -323,8 +323,9 @@ class TrainingConfig(_Frozen):
     sampling: Literal["fixed", "poisson"] = "fixed"
     #: Which devices a fixed-size round takes (:mod:`tinylarge.sim.selection`): ``uniform``,
     #: ``channel`` (best uplinks), ``energy`` (least spent) or ``power-of-choice`` (highest
-    #: local loss) among ``selection_candidates`` times as many uniform candidates.
-    selection: Literal["uniform", "channel", "energy", "power-of-choice"] = "uniform"
+    #: local loss) among ``selection_candidates`` times as many uniform candidates, or
+    #: ``oort`` (statistical and system utility, Lai et al. 2021).
+    selection: Literal["uniform", "channel", "energy", "power-of-choice", "oort"] = "uniform"
     selection_candidates: Annotated[float, Field(ge=1, le=1000)] = 2.0
     optimizer: Literal["sgd", "momentum", "adam"] = "sgd"
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9

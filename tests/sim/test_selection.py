@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import doctest
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from tests.conftest import small_task
+from tests.conftest import kill_in_round, reproducible, small_task
 
 from tinylarge.config import ConfigError, parse_config
+from tinylarge.results import checkpoint
+from tinylarge.schemes.fedavg import FedAvgFamily
 from tinylarge.schemes.options import scheme_options
+from tinylarge.sim import selection
 from tinylarge.sim.context import Context
 from tinylarge.sim.engine import build_scheme, run_experiment
 from tinylarge.sim.ledger import Event, Ledger
 from tinylarge.sim.rounds import sample
-from tinylarge.sim.selection import highest_loss
+from tinylarge.sim.selection import (
+    ClientFeedback,
+    exploit,
+    exploration_share,
+    highest_loss,
+    preferred_duration,
+    utility,
+)
 from tinylarge.sim.training import evaluate
 
 #: Eight phones on one 5G cell, 50 m to 400 m from the gNB: the farther, the slower.
@@ -116,20 +128,189 @@ def test_highest_loss_against_hand_worked_ranks() -> None:
     assert highest_loss({5: 1.0}, 3) == [5]
 
 
+@pytest.mark.parametrize("policy", ["power-of-choice", "oort"])
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
         ({"scheme": {"name": "fml"}}, "does not run it"),
         ({"scheme": {"name": "hierfavg"}}, "does not run it"),
+        ({"scheme": {"name": "fedbuff"}}, "dispatches to idle devices"),
         ({"privacy": {"dp": {"noise_multiplier": 1.0}}}, "privacy.dp"),
     ],
 )
-def test_power_of_choice_is_refused_where_it_cannot_run(
-    changes: dict[str, Any], message: str
+def test_loss_driven_selection_is_refused_where_no_round_runs_it(
+    policy: str, changes: dict[str, Any], message: str
 ) -> None:
-    cfg = small_task(training={"selection": "power-of-choice"}, **changes)
+    """power-of-choice needs the FedAvg family's candidate round, oort its feedback."""
+    cfg = small_task(training={"selection": policy}, **changes)
     with pytest.raises(ConfigError) as err:
         scheme_options(parse_config(cfg))
     lines = str(err.value).splitlines()
     assert len(lines) == 1, lines
     assert message in lines[0], lines
+    assert lines[0].startswith("config: training.selection: "), lines
+
+
+# -- Oort (Lai et al. 2021) --------------------------------------------------------------------
+def oort_context(n: int = 8) -> Context:
+    """``n`` phones on one 5G cell, 50 m apart from 50 m (the nearer, the faster uplink)."""
+    cfg = small_task(training={"fraction": 0.5, "selection": "oort"})
+    cfg["topology"]["devices"] = [
+        {"profile": "galaxy-s24", "count": 1, "link": "nr-sub6", "distance_m": 50.0 * (i + 1)}
+        for i in range(n)
+    ]
+    ctx = Context(parse_config(cfg))
+    assert ctx.feedback is not None
+    return ctx
+
+
+def feed(ctx: Context, **by_client: ClientFeedback) -> None:
+    assert ctx.feedback is not None
+    ctx.feedback.clients.update({int(k.removeprefix("c")): v for k, v in by_client.items()})
+
+
+def test_oort_utility_against_the_formula_worked_by_hand() -> None:
+    # |B| * loss + sqrt(0.1 ln R / L): R = 10 (round index 9), L = 2 (round index 1)
+    f = ClientFeedback(round=1, loss=0.5, num_samples=40, duration_s=2.0)
+    assert utility(f, 9, 2.0) == pytest.approx(20 + math.sqrt(0.1 * math.log(10) / 2), rel=1e-12)
+    assert utility(f, 0, 2.0) == 20.0  # ln 1 = 0: no bonus in the first round
+    # a straggler: t = 8 s against T = 2 s costs exactly (2 / 8) ** 2 = 1 / 16
+    slow = ClientFeedback(round=1, loss=0.5, num_samples=40, duration_s=8.0)
+    assert utility(slow, 9, 2.0) == pytest.approx(utility(f, 9, 2.0) / 16, rel=1e-12)
+    assert utility(slow, 9, 8.0) == utility(f, 9, 8.0)  # no penalty at or below T
+    # T: the 30th percentile of the known durations, sorted[int(0.3 n)]
+    assert preferred_duration([8.0, 1.0, 3.0, 2.0, 4.0]) == 2.0  # index 1 of 5
+    assert preferred_duration([5.0] * 3 + [1.0]) == 5.0  # index 1 of 4: [1, 5, 5, 5]
+    assert preferred_duration([7.0]) == 7.0
+    assert preferred_duration([]) == math.inf
+
+
+def test_oort_penalises_a_slow_device_in_the_selection() -> None:
+    ctx = oort_context(8)
+    # every device has trained in round 0 with the same loss and samples; device 0 took
+    # 40 s where the others took 1-2 s: T = sorted durations[int(0.3 * 8)] = 1.0 s, so its
+    # utility is cut to (1 / 40) ** 2, below the cut-off of the 4th best (a 2 s device's,
+    # cut to (1 / 2) ** 2); every slot exploits (epsilon 0.2 of 4: none, nobody is new)
+    durations = [40.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0]
+    feed(ctx, **{f"c{i}": ClientFeedback(0, 1.0, 50, t) for i, t in enumerate(durations)})
+    rnd = 100
+    for r in range(rnd, rnd + 20):
+        assert 0 not in [c.id for c in sample(ctx, r, ctx.clients)]
+
+
+def test_oort_exploits_the_high_loss_devices() -> None:
+    ctx = oort_context(8)
+    losses = [0.1, 2.0, 0.1, 2.1, 0.2, 1.9, 2.2, 0.1]
+    feed(ctx, **{f"c{i}": ClientFeedback(3, loss, 50, 1.0) for i, loss in enumerate(losses)})
+    for rnd in (100, 101, 150):  # epsilon 0.2 of 4 slots: none, and no device is new
+        assert [c.id for c in sample(ctx, rnd, ctx.clients)] == [1, 3, 5, 6]
+
+
+def test_oort_explores_new_devices_first_fastest_first() -> None:
+    ctx = oort_context(8)
+    # nobody has trained: all 4 slots explore, the 4 nearest (best uplinks)
+    assert [c.id for c in sample(ctx, 0, ctx.clients)] == [0, 1, 2, 3]
+    # 0 and 1 have trained: floor(0.9 * 4) = 3 slots explore (2, 3, 4), 1 exploits 0 or 1
+    feed(ctx, c0=ClientFeedback(0, 1.0, 50, 1.0), c1=ClientFeedback(0, 1.0, 50, 1.0))
+    picked = [c.id for c in sample(ctx, 1, ctx.clients)]
+    assert picked[1:] == [2, 3, 4]
+    assert picked[0] in (0, 1)
+    # seven have trained: one new device left (0), it is taken; exploitation takes the 3
+    # others, here the 3 highest utilities (50 (1 + i): 400, 350, 300; next 250 < 285)
+    ctx = oort_context(8)
+    feed(ctx, **{f"c{i}": ClientFeedback(1, 1.0 + i, 50, 1.0) for i in range(1, 8)})
+    assert [c.id for c in sample(ctx, 2, ctx.clients)] == [0, 5, 6, 7]
+
+
+def test_oort_exploration_share_decays_as_stated() -> None:
+    assert exploration_share(0) == 0.9
+    for r in range(1, 75):
+        assert exploration_share(r) == pytest.approx(0.9 * 0.98**r, rel=1e-12)
+        assert exploration_share(r) < exploration_share(r - 1)
+    assert exploration_share(74) > 0.2  # 0.9 * 0.98 ** 74 = 0.2017
+    assert exploration_share(75) == 0.2 == exploration_share(10_000)  # 0.1977 is floored
+    # in the selection: 16 devices, 8 explored, k = 8: floor(8 epsilon) slots go to new ones
+    ctx = oort_context(16)
+    feed(ctx, **{f"c{i}": ClientFeedback(0, 1.0, 50, 1.0) for i in range(8, 16)})
+    for rnd, new in ((0, 7), (10, 5), (40, 3), (75, 1), (500, 1)):
+        assert new == math.floor(8 * exploration_share(rnd))
+        picked = [c.id for c in sample(ctx, rnd, ctx.clients)]
+        assert len(picked) == 8
+        assert [i for i in picked if i < 8] == list(range(new))  # the nearest new ones
+
+
+def test_oort_draw_is_seeded_by_round() -> None:
+    # equal feedback: every device passes the cut-off, the draw decides
+    draws = []
+    for _ in range(2):
+        ctx = oort_context(8)
+        feed(ctx, **{f"c{i}": ClientFeedback(0, 1.0, 50, 1.0) for i in range(8)})
+        draws.append([[c.id for c in sample(ctx, r, ctx.clients)] for r in range(100, 110)])
+    assert draws[0] == draws[1]
+    assert len({tuple(d) for d in draws[0]}) > 1
+    # k = 2 of utilities 10, 3, 3, 1: the cut-off is 0.95 * 3, so device 3 never; the
+    # others are drawn one after the other with probability proportional to utility:
+    # device 0 first (10/16) or second (2 * 3/16 * 10/13), 0.9135 in all
+    rng = np.random.default_rng(0)
+    counts = np.zeros(4)
+    for _ in range(4000):
+        for i in exploit([10.0, 3.0, 3.0, 1.0], 2, rng):
+            counts[i] += 1
+    assert counts[3] == 0
+    assert counts[0] / 4000 == pytest.approx(10 / 16 + 2 * 3 / 16 * 10 / 13, abs=0.02)
+    assert counts[1] / 4000 == pytest.approx(counts[2] / 4000, abs=0.04)
+    assert exploit([10.0, 3.0, 3.0, 1.0], 1, rng) == [0]  # k = 1: only 0 passes 9.5
+    assert exploit([0.0, 0.0, 0.0], 2, rng) in ([0, 1], [0, 2], [1, 2])  # no utility: uniform
+
+
+def test_oort_docstring_examples() -> None:
+    result = doctest.testmod(selection)
+    assert result.attempted > 0
+    assert result.failed == 0
+
+
+def oort_task() -> dict[str, Any]:
+    cfg = small_task(training={"rounds": 4, "fraction": 0.5, "selection": "oort"},
+                     engine={"eval_every": 100})  # fmt: skip
+    cfg["topology"]["devices"] = [
+        {"profile": "rpi4", "count": 4, "link": "wifi6"},
+        {"profile": "stm32h743", "count": 4, "link": "ble-2m"},
+    ]
+    return cfg
+
+
+def test_oort_learns_from_the_fedavg_rounds_and_resumes_to_the_same_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = parse_config(oort_task())
+    full = run_experiment(config, out=tmp_path / "full", progress=False)
+    ledger = Ledger.from_csv(tmp_path / "full" / "ledger.csv")
+    trained = [
+        sorted(int(e.node.split("-")[1]) for e in ledger.select(round=r, what="local-train"))
+        for r in range(4)
+    ]
+    # round 0 explores the 4 best uplinks (the Wi-Fi boards); round 1 gives floor(0.882 * 4)
+    # = 3 slots to new devices (BLE, pool order on equal links) and 1 to a Wi-Fi board
+    assert trained[0] == [0, 1, 2, 3]
+    assert trained[1][1:] == [4, 5, 6]
+    assert trained[1][0] in range(4)
+    state = checkpoint.load(tmp_path / "full" / "checkpoint.npz")["selection"]["clients"]
+    assert sorted(state) == sorted(set(trained[0] + trained[1] + trained[2] + trained[3]))
+    # each device's duration is its span in the ledger in the round it last trained
+    clients = Context(config).clients
+    for cid, (last, _, samples, duration) in state.items():
+        assert last == max(r for r in range(4) if cid in trained[r])
+        mine = ledger.select(round=last, node=f"client-{cid}")
+        assert duration == max(e.end_s for e in mine) - min(e.at_s for e in mine) > 0
+        assert samples == len(clients[cid].indices)
+    kill_in_round(
+        monkeypatch,
+        FedAvgFamily,
+        2,
+        lambda: run_experiment(config, out=tmp_path / "killed", progress=False),
+    )
+    resumed = run_experiment(config, out=tmp_path / "killed", resume=True, progress=False)
+    assert reproducible(resumed) == reproducible(full)
+    assert (tmp_path / "killed" / "ledger.csv").read_text() == (
+        tmp_path / "full" / "ledger.csv"
+    ).read_text()

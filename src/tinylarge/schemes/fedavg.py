@@ -83,6 +83,7 @@ class FedAvgFamily(Scheme[OptionsT]):
 
     def run_round(self, rnd: int) -> RoundReport:
         ctx = self.ctx
+        first_event = len(ctx.ledger)
         rd = ctx.round(rnd, self.pool)
         size = nbytes(self.weights)
         active = rd.download({c.id: [("weights", size)] for c in rd.participants})
@@ -111,6 +112,11 @@ class FedAvgFamily(Scheme[OptionsT]):
             if updates:
                 averaged = rd.aggregate(updates, base=self.weights)
                 self.weights = self.server_update(rnd, averaged)
+        if ctx.feedback is not None:  # Oort learns from every device whose report came in
+            heard = [
+                (c, results[c.id]) for c in active if rd.dropped.get(c.id) in (None, "straggler")
+            ]
+            ctx.feedback.record(rnd, heard, ctx.ledger.since(first_event))
         losses = [results[c.id].loss for c in kept]
         return rd.report(train_loss=float(np.mean(losses)) if losses else None)
 

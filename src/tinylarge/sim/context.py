@@ -50,6 +50,7 @@ from tinylarge.network.mobility_config import StaticMobility
 from tinylarge.sim.backends import Backend, make_backend
 from tinylarge.sim.ledger import Event, Kind, Ledger, Side
 from tinylarge.sim.rounds import Round, sample
+from tinylarge.sim.selection import Feedback
 from tinylarge.sim.training import TrainSettings, evaluate
 
 if TYPE_CHECKING:
@@ -149,6 +150,9 @@ class Context:
         #: DP-SGD on the devices (``privacy.dpsgd``), set up by :meth:`train_privately`.
         self.dpsgd: FleetDpSgd | None = None
         self._dpsgd_bytes: dict[tuple[Any, ...], int] = {}
+        #: What the devices that trained reported, for ``training.selection: oort``
+        #: (:class:`tinylarge.sim.selection.Feedback`; the FedAvg family fills it).
+        self.feedback: Feedback | None = Feedback() if t.selection == "oort" else None
 
     # -- set-up ------------------------------------------------------------------------------
     def _make_clients(self) -> list[Client]:

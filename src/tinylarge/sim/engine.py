@@ -194,6 +194,8 @@ def run_experiment(
                 ctx.defense.load_state(ckpt["defense"])
             if ctx.dpsgd is not None and "dpsgd" in ckpt:
                 ctx.dpsgd.load_state(ckpt["dpsgd"])
+            if ctx.feedback is not None and "selection" in ckpt:
+                ctx.feedback.load_state(ckpt["selection"])
             first = ckpt["round"] + 1
             prior_wall = ckpt.get("wall_time_s", 0.0)
             rows, ledger = run.truncate_to(ckpt["round"])
@@ -252,6 +254,7 @@ def run_experiment(
                         **({"privacy": ctx.privacy.state()} if ctx.privacy else {}),
                         **({"dpsgd": ctx.dpsgd.state()} if ctx.dpsgd else {}),
                         **({"defense": ctx.defense.state()} if ctx.defense else {}),
+                        **({"selection": ctx.feedback.state()} if ctx.feedback else {}),
                         "wall_time_s": prior_wall + time.perf_counter() - started,
                     }
                 )

@@ -47,7 +47,8 @@ def scheme_options(cfg: ExperimentConfig, *, source: str = "config") -> SchemeOp
         msg = format_validation_error(exc, source=source)
         raise ConfigError(msg.replace(f"{source}: ", f"{source}: scheme.options.")) from None
     problems = options.refuse(cfg) + _privacy_problems(cfg) + _security_problems(cfg)
-    problems += _selection_problems(cfg)
+    if not any(p.startswith("training.selection:") for p in problems):  # one line a field
+        problems += _selection_problems(cfg)
     if cfg.topology.edges and cfg.scheme.name not in HIERARCHICAL:
         problems.append(
             f"topology.edges: scheme {cfg.scheme.name!r} aggregates at one server; schemes "
@@ -68,21 +69,29 @@ PRIVATE_AVERAGING = ("fedavg", "fedprox", "fedadam", "fedyogi")
 PRIVATE_TRAINING = ("fedavg", "fedadam", "fedyogi")
 
 
-#: Schemes whose rounds keep the highest-loss candidates (``training.selection:
-#: power-of-choice``): the FedAvg family's round.
+#: Schemes whose rounds run the loss-driven selection policies (``training.selection:
+#: power-of-choice`` keeps the highest-loss candidates, ``oort`` learns from the losses and
+#: durations the trained devices report): the FedAvg family's round.
 LOSS_SELECTION = ("fedavg", "fedprox", "fedadam", "fedyogi")
+#: What each loss-driven policy needs of the round.
+_LOSS_POLICIES = {
+    "power-of-choice": "keeps the highest-loss candidates",
+    "oort": "learns from the losses and durations the trained devices report",
+}
 
 
 def _selection_problems(cfg: ExperimentConfig) -> list[str]:
-    """``power-of-choice`` outside the FedAvg family's round, or beside privacy and attacks
-    (a candidate's loss is one more release, and who trains is no longer a uniform sample)."""
-    if cfg.training.selection != "power-of-choice":
+    """``power-of-choice`` or ``oort`` outside the FedAvg family's round, or beside privacy
+    and attacks (a device's loss is one more release, and who trains is no longer a uniform
+    sample)."""
+    policy = cfg.training.selection
+    if policy not in _LOSS_POLICIES:
         return []
     if cfg.scheme.name not in LOSS_SELECTION:
         return [
-            f"training.selection: power-of-choice keeps the highest-loss candidates in the "
-            f"FedAvg family's round; scheme {cfg.scheme.name!r} does not run it; schemes "
-            f"that do: {', '.join(LOSS_SELECTION)}"
+            f"training.selection: {policy} {_LOSS_POLICIES[policy]} in the FedAvg family's "
+            f"round; scheme {cfg.scheme.name!r} does not run it; schemes that do: "
+            f"{', '.join(LOSS_SELECTION)}"
         ]
     given = [
         name
@@ -97,8 +106,8 @@ def _selection_problems(cfg: ExperimentConfig) -> list[str]:
     ]
     return (
         [
-            f"training.selection: power-of-choice with {', '.join(given)}: the candidates report "
-            "their losses in the clear and the trained devices are no uniform sample (what the "
+            f"training.selection: {policy} with {', '.join(given)}: the devices report their "
+            "losses in the clear and the trained devices are no uniform sample (what the "
             "accountants and the robust rules assume); use selection: uniform"
         ]
         if given
