@@ -17,6 +17,8 @@ first evaluated round with test accuracy at ``--target`` (or its round budget):
   devices a round are the best uplinks, those that have spent the least energy, or those
   with the highest local loss (each candidate downloads the model and reports its loss),
   of 16 uniform candidates (``training.selection``, :mod:`tinylarge.sim.selection`).
+- ``fedavg+oort``: FedAvg whose 8 devices a round Oort picks (Lai et al. 2021): untrained
+  devices explored best uplink first, trained ones by loss and duration.
 
 Printed (markdown): per scheme the simulated seconds to the target, server updates (the
 metric rounds) it took, final accuracy, device energy, bytes on air, mean and largest
@@ -56,6 +58,7 @@ SCHEMES: dict[str, tuple[str, dict[str, Any], int, dict[str, Any]]] = {
     "fedavg+channel": ("fedavg", {}, 60, {"selection": "channel"}),
     "fedavg+energy": ("fedavg", {}, 60, {"selection": "energy"}),
     "fedavg+power-of-choice": ("fedavg", {}, 60, {"selection": "power-of-choice"}),
+    "fedavg+oort": ("fedavg", {}, 60, {"selection": "oort"}),
 }
 #: FedBuff's published speed-ups (Nguyen et al. 2022).
 PUBLISHED_SYNC = "2.5-3.8x (up to 3.8x, arXiv; 3.3x, AISTATS)"
