@@ -128,6 +128,22 @@ def test_highest_loss_against_hand_worked_ranks() -> None:
     assert highest_loss({5: 1.0}, 3) == [5]
 
 
+def test_oort_hears_the_stragglers_and_learns_how_slow_they_are(tmp_path: Path) -> None:
+    # the BLE boards (2, 3) take about 0.31 s, past a 0.1 s deadline: their results are
+    # discarded, but their uploads arrived, so Oort keeps their loss and their duration
+    cfg = small_task(
+        scheme={"name": "fedprox", "options": {"mu": 0.01}},
+        training={"rounds": 1, "selection": "oort"},
+        engine={"deadline_s": 0.1},
+    )
+    run_experiment(parse_config(cfg), out=tmp_path / "r", progress=False)
+    assert "straggler" in (tmp_path / "r" / "dropped.csv").read_text()
+    state = checkpoint.load(tmp_path / "r" / "checkpoint.npz")["selection"]["clients"]
+    assert sorted(state) == [0, 1, 2, 3]
+    assert all(state[c][3] < 0.1 for c in (0, 1))
+    assert all(state[c][3] > 0.1 for c in (2, 3))
+
+
 @pytest.mark.parametrize("policy", ["power-of-choice", "oort"])
 @pytest.mark.parametrize(
     ("changes", "message"),
