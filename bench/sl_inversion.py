@@ -18,8 +18,8 @@ a cost of at most 2 accuracy points (the issue's Done-when).
 
     TINYLARGE_DATA=../shared/datasets .venv/bin/python bench/sl_inversion.py \\
         [--dataset mnist|fashion-mnist] [--subset 12000] [--rounds 4] [--cuts 2,6] \\
-        [--nopeek 1,4,16] [--noise 0.5,1,1.5,2] [--aux 2000] [--epochs 10] [--seed 0] \\
-        [--out FILE]
+        [--nopeek 1,4,16] [--noise 0.5,1,1.5,2] [--aux 2000] [--epochs 10] \\
+        [--lr 0.05] [--optimizer sgd|momentum|adam] [--seed 0] [--out FILE]
 
 ``--nopeek`` and ``--noise`` list the weights and sigmas (empty: none of that defense);
 ``--aux`` and ``--epochs`` are the attacker's auxiliary images and decoder epochs;
@@ -53,8 +53,8 @@ def config(cut: int, defense: dict[str, Any] | None, args: argparse.Namespace) -
             "rounds": args.rounds,
             "local_epochs": 1,
             "batch_size": 32,
-            "lr": 0.05,
-            "optimizer": "sgd",
+            "lr": args.lr,
+            "optimizer": args.optimizer,
         },
         "attack": {
             "name": "model-inversion",
@@ -89,6 +89,8 @@ def main() -> None:
     parser.add_argument("--noise", type=floats, default=floats("0.5,1,1.5,2"))
     parser.add_argument("--aux", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--lr", type=float, default=0.05, help="devices' and server's lr")
+    parser.add_argument("--optimizer", default="sgd", choices=["sgd", "momentum", "adam"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
