@@ -19,9 +19,10 @@ a cost of at most 2 accuracy points (the issue's Done-when).
     TINYLARGE_DATA=../shared/datasets .venv/bin/python bench/sl_inversion.py \\
         [--dataset mnist|fashion-mnist] [--subset 12000] [--rounds 4] [--cuts 2,6] \\
         [--nopeek 1,4,16] [--noise 0.5,1,1.5,2] [--aux 2000] [--epochs 10] \\
-        [--lr 0.05] [--optimizer sgd|momentum|adam] [--seed 0] [--out FILE]
+        [--both W:S,...] [--lr 0.05] [--optimizer sgd|momentum|adam] [--seed 0] [--out FILE]
 
 ``--nopeek`` and ``--noise`` list the weights and sigmas (empty: none of that defense);
+``--both`` lists NoPeek weight and cut-noise sigma pairs run as one defense;
 ``--aux`` and ``--epochs`` are the attacker's auxiliary images and decoder epochs;
 ``--out`` also writes the table and the curve to a markdown file. Each run takes about a
 minute on one core (16 runs with the defaults).
@@ -72,6 +73,20 @@ def settings(args: argparse.Namespace) -> list[tuple[str, dict[str, Any] | None]
     out += [
         (f"cut-noise {s:g}", {"name": "cut-noise", "options": {"sigma": s}}) for s in args.noise
     ]
+    out += [
+        (f"nopeek {w:g} + noise {s:g}", {"name": "nopeek", "options": {"weight": w, "sigma": s}})
+        for w, s in args.both
+    ]
+    return out
+
+
+def pairs(text: str) -> list[tuple[float, float]]:
+    """``W:S,W:S``: NoPeek weight and cut-noise sigma pairs."""
+    out: list[tuple[float, float]] = []
+    for item in text.split(","):
+        if item:
+            w, _, s = item.partition(":")
+            out.append((float(w), float(s)))
     return out
 
 
@@ -87,6 +102,9 @@ def main() -> None:
     parser.add_argument("--cuts", default="2,6")
     parser.add_argument("--nopeek", type=floats, default=floats("1,4,16"))
     parser.add_argument("--noise", type=floats, default=floats("0.5,1,1.5,2"))
+    parser.add_argument(
+        "--both", type=pairs, default=pairs(""), help="NoPeek weight:noise sigma pairs, e.g. 6:1"
+    )
     parser.add_argument("--aux", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=0.05, help="devices' and server's lr")

@@ -102,6 +102,24 @@ def test_the_device_pays_for_its_defense_by_hand() -> None:
     )
 
 
+def test_nopeek_with_cut_noise_on_top_does_both_and_pays_for_both() -> None:
+    """``nopeek`` with ``sigma``: the NoPeek term in the loss and the noise on what is sent,
+    billed as the sum of the two defenses' work."""
+    guard = make_guard("nopeek", {"weight": 6.0, "sigma": 1.0})
+    x, z = torch.randn(16, 5), torch.randn(16, 3)
+    penalty = guard.penalty(x, z)
+    assert penalty is not None
+    assert float(penalty) == pytest.approx(6.0 * float(distance_correlation_loss(x, z)), rel=1e-6)
+    sent = guard.perturb(z, torch.Generator().manual_seed(2))
+    alone = make_guard("cut-noise", {"sigma": 1.0}).perturb(z, torch.Generator().manual_seed(2))
+    assert torch.equal(sent, alone)
+    assert not torch.equal(sent, z)
+    both = guard.work([4, 2], input_elements=64, smashed_elements=10).values
+    assert both == (16 + 4) * (64 + 3 * 10 + NOPEEK_PAIR_OPS) + 60 * NOISE_OPS_PER_VALUE
+    # without sigma NoPeek sends its activations as they are
+    assert torch.equal(make_guard("nopeek", {"weight": 6.0}).perturb(z, torch.Generator()), z)
+
+
 def test_nopeek_penalty_is_weighted_distance_correlation() -> None:
     x, z = torch.randn(16, 5), torch.randn(16, 3)
     penalty = SmashedGuard("nopeek", weight=2.5).penalty(x, z)
@@ -113,6 +131,8 @@ def test_nopeek_penalty_is_weighted_distance_correlation() -> None:
 def test_bad_guard_options_are_refused() -> None:
     with pytest.raises(TinylargeError, match=r"defense 'nopeek': option weight"):
         make_guard("nopeek", {"weight": -1.0})
+    with pytest.raises(TinylargeError, match=r"defense 'nopeek': option sigma"):
+        make_guard("nopeek", {"weight": 1.0, "sigma": -0.5})
     with pytest.raises(TinylargeError, match=r"option sigmaa: unknown option; known: distribution"):
         make_guard("cut-noise", {"sigmaa": 1.0})
     with pytest.raises(TinylargeError, match="unknown split defense 'krum'"):

@@ -11,7 +11,8 @@ the activations it sends say less about its inputs
   distance correlation of the batch's raw inputs and its smashed data
   (:func:`distance_correlation_loss`, the same V-statistic as
   :func:`tinylarge.security.leakage.distance_correlation`, differentiable), so training
-  decorrelates them while the task loss keeps them useful.
+  decorrelates them while the task loss keeps them useful. With ``sigma`` it also adds
+  the cut noise below: both defenses at once.
 - ``cut-noise``: every smashed value the device sends gets independent noise of standard
   deviation ``sigma`` (Gaussian, or Laplace of scale ``sigma / sqrt(2)``), after the
   device part and before compression; the server trains on, and at deployment classifies,
@@ -86,13 +87,13 @@ class SmashedGuard:
 
     def penalty(self, x: torch.Tensor, smashed: torch.Tensor) -> torch.Tensor | None:
         """The term NoPeek adds to the device's loss for a batch (None for other guards)."""
-        if self.name != "nopeek" or self.weight == 0.0:
+        if self.weight == 0.0:
             return None
         return self.weight * distance_correlation_loss(x, smashed)
 
     def perturb(self, h: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """The smashed data ``h`` as sent: with the cut noise drawn from ``gen`` added."""
-        if self.name != "cut-noise" or self.sigma == 0.0:
+        if self.sigma == 0.0:
             return h
         if self.distribution == "gaussian":
             noise = torch.randn(h.shape, generator=gen, dtype=h.dtype)
@@ -106,20 +107,21 @@ class SmashedGuard:
         self, batches: Sequence[int], *, input_elements: int, smashed_elements: int
     ) -> Elementwise:
         """The device's extra work over a round's ``batches`` (their sizes)."""
-        if self.name == "nopeek":
-            if self.weight == 0.0:
-                return Elementwise(0)
+        ops = 0
+        if self.weight:
             per_pair = input_elements + 3 * smashed_elements + NOPEEK_PAIR_OPS
-            return Elementwise(sum(b * b for b in batches) * per_pair)
-        if self.sigma == 0.0:
-            return Elementwise(0)
-        return Elementwise(sum(batches) * smashed_elements * NOISE_OPS_PER_VALUE)
+            ops += sum(b * b for b in batches) * per_pair
+        if self.sigma:
+            ops += sum(batches) * smashed_elements * NOISE_OPS_PER_VALUE
+        return Elementwise(ops)
 
 
 def make_guard(name: str, options: dict[str, object]) -> SmashedGuard:
     """The guard a run's ``defense: {name, options}`` configures (options validated)."""
     parsed = defense_options(name, options)
     if isinstance(parsed, NoPeekOptions):
-        return SmashedGuard("nopeek", weight=parsed.weight)
+        return SmashedGuard(
+            "nopeek", weight=parsed.weight, sigma=parsed.sigma, distribution=parsed.distribution
+        )
     assert isinstance(parsed, CutNoiseOptions)
     return SmashedGuard("cut-noise", sigma=parsed.sigma, distribution=parsed.distribution)

@@ -17,7 +17,8 @@ rules for the FedAvg family (:mod:`tinylarge.security.attacks`,
 ``defense``
 ``nopeek``             the device adds ``weight`` (0.1) x the distance correlation of
                        each batch's inputs and smashed data to its loss (Vepakomma
-                       et al. 2020; :mod:`tinylarge.security.nopeek`).
+                       et al. 2020; :mod:`tinylarge.security.nopeek`); with
+                       ``sigma`` (0) > 0 it also sends with cut noise (below).
 ``cut-noise``          the device adds noise of standard deviation ``sigma`` (0.5)
                        to every smashed value it sends, ``distribution``
                        ``gaussian`` or ``laplace``.
@@ -62,9 +63,12 @@ class ModelInversionOptions(_Options):
 
 
 class NoPeekOptions(_Options):
-    """Weight of the distance-correlation term in the device's loss."""
+    """Weight of the distance-correlation term in the device's loss; optionally cut noise
+    of standard deviation ``sigma`` on top (both defenses at once, 0: none)."""
 
     weight: Annotated[float, Field(ge=0, le=1e4)] = 0.1
+    sigma: Annotated[float, Field(ge=0, le=1e4)] = 0.0
+    distribution: Literal["gaussian", "laplace"] = "gaussian"
 
 
 class CutNoiseOptions(_Options):
