@@ -64,6 +64,17 @@ def kill_in_round(
     monkeypatch.setattr(scheme, "run_round", original)
 
 
+def resume_after_kill(
+    monkeypatch: pytest.MonkeyPatch, scheme: type[Any], rnd: int, config: Any, out: Path
+) -> dict[str, Any]:
+    """Run ``config`` into ``out`` killed in round ``rnd`` of ``scheme`` (:func:`kill_in_round`),
+    then resume it there; the resumed run's summary."""
+    from tinylarge.sim.engine import run_experiment
+
+    kill_in_round(monkeypatch, scheme, rnd, lambda: run_experiment(config, out=out, progress=False))
+    return run_experiment(config, out=out, resume=True, progress=False)
+
+
 def reproducible(summary: dict[str, Any]) -> dict[str, Any]:
     """A summary without what may differ between identical runs (wall time, backend)."""
     return {k: v for k, v in summary.items() if k not in ("wall_time_s", "backend")}

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.conftest import kill_in_round, reproducible, small_task
+from tests.conftest import reproducible, resume_after_kill, small_task
 
 from tinylarge.config import ConfigError, parse_config
 from tinylarge.results.rundir import RunDir
@@ -208,10 +208,7 @@ def test_a_killed_async_run_resumes_to_the_same_result(
 ) -> None:
     cfg = mixed(scheme.name, {"buffer_size": 2} if scheme is FedBuff else {}, rounds=6)
     whole = run_experiment(cfg, out=tmp_path / "whole", progress=False)
-    kill_in_round(
-        monkeypatch, scheme, 4, lambda: run_experiment(cfg, out=tmp_path / "r", progress=False)
-    )
-    resumed = run_experiment(cfg, out=tmp_path / "r", resume=True, progress=False)
+    resumed = resume_after_kill(monkeypatch, scheme, 4, cfg, tmp_path / "r")
     assert reproducible(resumed) == reproducible(whole)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import kill_in_round, reproducible, small_task
+from tests.conftest import reproducible, resume_after_kill, small_task
 from tests.inference.checks import (
     check_refusals,
     check_run,
@@ -152,11 +152,5 @@ def test_resume_after_a_kill_reaches_the_same_numbers(
         adapt=True,
     )
     full = run_experiment(cfg, out=tmp_path / "full", progress=False)
-    kill_in_round(
-        monkeypatch,
-        EarlyExit,
-        2,
-        lambda: run_experiment(cfg, out=tmp_path / "killed", progress=False),
-    )
-    resumed = run_experiment(cfg, out=tmp_path / "killed", resume=True, progress=False)
+    resumed = resume_after_kill(monkeypatch, EarlyExit, 2, cfg, tmp_path / "killed")
     assert reproducible(resumed) == reproducible(full)

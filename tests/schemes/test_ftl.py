@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.conftest import kill_in_round, small_task
+from tests.conftest import resume_after_kill, small_task
 from tests.sim.test_clock import check_one_clock
 
 from tinylarge.config import parse_config
@@ -107,10 +107,7 @@ def test_resume_after_a_kill_reaches_the_same_numbers(
     cfg = parse_config(small_task(scheme={"name": scheme}, training={"rounds": 3}))
     full = run_experiment(cfg, out=tmp_path / "full", progress=False)
     cls = SCHEMES[scheme]
-    kill_in_round(
-        monkeypatch, cls, 2, lambda: run_experiment(cfg, out=tmp_path / "killed", progress=False)
-    )
-    resumed = run_experiment(cfg, out=tmp_path / "killed", resume=True, progress=False)
+    resumed = resume_after_kill(monkeypatch, cls, 2, cfg, tmp_path / "killed")
     drop = ("wall_time_s", "backend")
     assert {k: v for k, v in resumed.items() if k not in drop} == {
         k: v for k, v in full.items() if k not in drop

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.conftest import kill_in_round, small_task
+from tests.conftest import resume_after_kill, small_task
 
 from tinylarge.compress.contract import read_contract
 from tinylarge.compress.export import onnx_logits
@@ -153,10 +153,7 @@ def test_resume_reaches_the_same_result(
 ) -> None:
     summary, _ = kd_run
     cfg = parse_config(kd_task())
-    kill_in_round(
-        monkeypatch, KD, 1, lambda: run_experiment(cfg, out=tmp_path / "run", progress=False)
-    )
-    resumed = run_experiment(cfg, out=tmp_path / "run", resume=True, progress=False)
+    resumed = resume_after_kill(monkeypatch, KD, 1, cfg, tmp_path / "run")
     drop = {"wall_time_s"}
     assert {k: v for k, v in resumed.items() if k not in drop} == {
         k: v for k, v in summary.items() if k not in drop

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from tests.conftest import kill_in_round, small_task
+from tests.conftest import resume_after_kill, small_task
 from tests.schemes._split_clock import (
     run_under_dropout_outage_and_deadline,
     straggler_leaves_no_trace,
@@ -233,13 +233,7 @@ def test_sl_resumes_after_a_kill_to_the_same_numbers(
 
     cfg = parse_config(small_task(scheme={"name": "sl", "options": {"compression": "fp16"}}))
     full = run_experiment(cfg, out=tmp_path / "full", progress=False)
-    kill_in_round(
-        monkeypatch,
-        SplitLearning,
-        2,
-        lambda: run_experiment(cfg, out=tmp_path / "killed", progress=False),
-    )
-    resumed = run_experiment(cfg, out=tmp_path / "killed", resume=True, progress=False)
+    resumed = resume_after_kill(monkeypatch, SplitLearning, 2, cfg, tmp_path / "killed")
     drop = {"wall_time_s"}
     assert {k: v for k, v in resumed.items() if k not in drop} == {
         k: v for k, v in full.items() if k not in drop

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.conftest import kill_in_round, reproducible, small_task
+from tests.conftest import reproducible, resume_after_kill, small_task
 from tests.inference.checks import (
     check_refusals,
     check_run,
@@ -128,11 +128,5 @@ def test_resume_after_a_kill_reaches_the_same_numbers(
 ) -> None:
     cfg = parse_config(config("energy", engine={"fading": True}))
     full = run_experiment(cfg, out=tmp_path / "full", progress=False)
-    kill_in_round(
-        monkeypatch,
-        SplitInference,
-        1,
-        lambda: run_experiment(cfg, out=tmp_path / "killed", progress=False),
-    )
-    resumed = run_experiment(cfg, out=tmp_path / "killed", resume=True, progress=False)
+    resumed = resume_after_kill(monkeypatch, SplitInference, 1, cfg, tmp_path / "killed")
     assert reproducible(resumed) == reproducible(full)

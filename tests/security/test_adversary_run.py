@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import kill_in_round, reproducible
+from tests.conftest import reproducible, resume_after_kill
 
 from tinylarge.config import ConfigError, parse_config
 from tinylarge.schemes.fedavg import FedAvg
@@ -85,10 +85,7 @@ def test_a_stateful_defense_resumes_to_the_same_numbers(
     attack = {"name": "alie"}
     cfg = parse_config(fleet(2, attack=attack, defense={"name": "centered-clipping"}))
     full = run_experiment(cfg, out=tmp_path / "full", progress=False)
-    kill_in_round(
-        monkeypatch, FedAvg, 3, lambda: run_experiment(cfg, out=tmp_path / "k", progress=False)
-    )
-    resumed = run_experiment(cfg, out=tmp_path / "k", resume=True, progress=False)
+    resumed = resume_after_kill(monkeypatch, FedAvg, 3, cfg, tmp_path / "k")
     assert reproducible(resumed) == reproducible(full)
 
 

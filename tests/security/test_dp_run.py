@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.conftest import kill_in_round, reproducible, small_task
+from tests.conftest import reproducible, resume_after_kill, small_task
 
 from tinylarge.cli.app import main
 from tinylarge.config import ConfigError, parse_config
@@ -118,10 +118,7 @@ def test_adaptive_clipping_is_resumed(tmp_path: Path, monkeypatch: pytest.Monkey
     full = run_experiment(cfg, out=tmp_path / "full", progress=False)
     norms = [float(r["clipping_norm"]) for r in metrics(tmp_path / "full")]
     assert len(set(norms)) == len(norms)  # it adapts every round
-    kill_in_round(
-        monkeypatch, FedAvg, 2, lambda: run_experiment(cfg, out=tmp_path / "killed", progress=False)
-    )
-    resumed = run_experiment(cfg, out=tmp_path / "killed", resume=True, progress=False)
+    resumed = resume_after_kill(monkeypatch, FedAvg, 2, cfg, tmp_path / "killed")
     assert reproducible(resumed) == reproducible(full)
 
 

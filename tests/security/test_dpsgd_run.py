@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from tests.conftest import kill_in_round, reproducible, small_task
+from tests.conftest import reproducible, resume_after_kill, small_task
 
 from tinylarge.cli.app import main
 from tinylarge.config import ConfigError, parse_config
@@ -168,10 +168,7 @@ def test_resume_after_a_kill_gives_the_same_account(
 ) -> None:
     cfg = parse_config(dpsgd_task({"noise_multiplier": 1.0}, training={"rounds": 4}))
     full = run_experiment(cfg, out=tmp_path / "full", progress=False)
-    kill_in_round(
-        monkeypatch, FedAvg, 2, lambda: run_experiment(cfg, out=tmp_path / "killed", progress=False)
-    )
-    resumed = run_experiment(cfg, out=tmp_path / "killed", resume=True, progress=False)
+    resumed = resume_after_kill(monkeypatch, FedAvg, 2, cfg, tmp_path / "killed")
     assert reproducible(resumed) == reproducible(full)
     assert metrics(tmp_path / "killed") == metrics(tmp_path / "full")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import kill_in_round, reproducible, small_task
+from tests.conftest import reproducible, resume_after_kill, small_task
 
 from tinylarge.config import ConfigError, parse_config
 from tinylarge.results.report import build_report
@@ -230,8 +230,5 @@ def test_a_resumed_run_keeps_the_noise_each_round_carried(
     deadline = _deadline_between_stages(tmp_path)
     cfg = parse_config(ddp_task(1.0, engine={"deadline_s": deadline}, training={"rounds": 3}))
     full = run_experiment(cfg, out=tmp_path / "full", progress=False)
-    kill_in_round(
-        monkeypatch, FedAvg, 2, lambda: run_experiment(cfg, out=tmp_path / "k", progress=False)
-    )
-    resumed = run_experiment(cfg, out=tmp_path / "k", resume=True, progress=False)
+    resumed = resume_after_kill(monkeypatch, FedAvg, 2, cfg, tmp_path / "k")
     assert reproducible(resumed) == reproducible(full)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import kill_in_round, reproducible, small_task
+from tests.conftest import reproducible, resume_after_kill, small_task
 
 from tinylarge.cli.app import main
 from tinylarge.config import parse_config
@@ -199,13 +199,7 @@ def test_a_moving_fleet_killed_mid_run_resumes_to_the_same_numbers(
     config = parse_config(cfg)
     full = run_experiment(config, out=tmp_path / "full", progress=False)
     assert full["handovers"] > 0
-    kill_in_round(
-        monkeypatch,
-        FedAvgFamily,
-        2,
-        lambda: run_experiment(config, out=tmp_path / "killed", progress=False),
-    )
-    resumed = run_experiment(config, out=tmp_path / "killed", resume=True, progress=False)
+    resumed = resume_after_kill(monkeypatch, FedAvgFamily, 2, config, tmp_path / "killed")
     assert reproducible(resumed) == reproducible(full)
     a = (tmp_path / "full" / "ledger.csv").read_text()
     assert (tmp_path / "killed" / "ledger.csv").read_text() == a

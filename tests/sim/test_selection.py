@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.conftest import kill_in_round, reproducible, small_task
+from tests.conftest import reproducible, resume_after_kill, small_task
 
 from tinylarge.config import ConfigError, parse_config
 from tinylarge.results import checkpoint
@@ -319,13 +319,7 @@ def test_oort_learns_from_the_fedavg_rounds_and_resumes_to_the_same_run(
         mine = ledger.select(round=last, node=f"client-{cid}")
         assert duration == max(e.end_s for e in mine) - min(e.at_s for e in mine) > 0
         assert samples == len(clients[cid].indices)
-    kill_in_round(
-        monkeypatch,
-        FedAvgFamily,
-        2,
-        lambda: run_experiment(config, out=tmp_path / "killed", progress=False),
-    )
-    resumed = run_experiment(config, out=tmp_path / "killed", resume=True, progress=False)
+    resumed = resume_after_kill(monkeypatch, FedAvgFamily, 2, config, tmp_path / "killed")
     assert reproducible(resumed) == reproducible(full)
     assert (tmp_path / "killed" / "ledger.csv").read_text() == (
         tmp_path / "full" / "ledger.csv"

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import kill_in_round, reproducible, small_task
+from tests.conftest import reproducible, resume_after_kill, small_task
 
 from tinylarge.config import ConfigError, parse_config
 from tinylarge.results.rundir import RunDir
@@ -100,10 +100,7 @@ def test_resume_before_and_after_the_target(
 ) -> None:
     cfg = config(TARGET)
     full = run_experiment(cfg, out=tmp_path / "full", progress=False)
-    kill_in_round(
-        monkeypatch, FedAvg, 1, lambda: run_experiment(cfg, out=tmp_path / "killed", progress=False)
-    )
-    resumed = run_experiment(cfg, out=tmp_path / "killed", resume=True, progress=False)
+    resumed = resume_after_kill(monkeypatch, FedAvg, 1, cfg, tmp_path / "killed")
     assert reproducible(resumed) == reproducible(full)
 
     # killed after the target round's checkpoint but before summary.json: no extra round
