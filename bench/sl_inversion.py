@@ -1,20 +1,24 @@
 """Model inversion of smashed data against NoPeek and cut noise, per cut (issue 13, item 3).
 
-Split learning (``sl``, label sharing) of ``cnn-tiny`` (width 8) on MNIST (or
-Fashion-MNIST) by four Raspberry Pi 4 over Wi-Fi 6 with a Jetson Orin Nano, cut at a
-shallow and a deeper layer of the model (:func:`tinylarge.models.cuts.cut_points`:
-2 = after the first conv's ReLU, 8 x 28 x 28 smashed values; 6 = after the second
-max-pool, 16 x 7 x 7). At the end of every run the honest-but-curious server trains a
-decoder on auxiliary training images passed through the final device side (He et al.
-2019; noise-aware under cut noise, since it passes its images through the devices' noise
-too) and inverts the smashed data of 256 test images. For every cut and every defense
-setting (none, NoPeek at several weights, Gaussian cut noise at several sigmas) the bench
-prints one markdown table row: test accuracy (the deployed model, noise included), its
-change in points against the undefended run of the same cut, the inversion's SSIM and PSNR
-(pixels in [0, 1]) and the untrained decoder's SSIM, the SSIM's ratio to the undefended
-one, and the device seconds the defense cost (``defense-<name>`` in the ledger); then the
-SSIM-against-accuracy curve per cut and defense, and the settings that halve the SSIM at
-a cost of at most 2 accuracy points (the issue's Done-when).
+Split learning (``sl``, label sharing) of ``cnn-tiny`` (width 8) on MNIST (or Fashion-
+MNIST) by four Raspberry Pi 4 over Wi-Fi 6 with a Jetson Orin Nano, cut at a shallow and
+a deeper layer of the model (:func:`tinylarge.models.cuts.cut_points`: 2 = after the
+first conv's ReLU, 8 x 28 x 28 smashed values; 6 = after the second max-pool, 16 x 7 x
+7). At the end of every run the honest-but-curious server trains a decoder on auxiliary
+training images passed through the final device side (He et al. 2019; noise-aware under
+cut noise, since it passes its images through the devices' noise too) and inverts the
+smashed data of 256 test images. For every cut and every defense setting (none, NoPeek
+at several weights, Gaussian cut noise at several sigmas) the bench prints one markdown
+table row: test accuracy (the deployed model, noise included), its change in points
+against the undefended run of the same cut, the inversion's SSIM and PSNR (pixels in [0,
+1]), the untrained decoder's SSIM and the class prior's (each victim guessed as the mean
+auxiliary image of its class: what an attacker gets from the class alone, which a model
+that classifies must carry), the SSIM's ratio to the undefended one and that of its gain
+over the class prior, and the device seconds the defense cost (``defense-<name>`` in the
+ledger); then the SSIM-against-accuracy curve per cut and defense, the settings that
+halve the SSIM at a cost of at most 2 accuracy points (the issue's Done-when), the class
+prior's SSIM as a share of the undefended attack's, and the settings that halve the
+attack's gain over the class prior at that cost.
 
     TINYLARGE_DATA=../shared/datasets .venv/bin/python bench/sl_inversion.py \\
         [--dataset mnist|fashion-mnist] [--subset 12000] [--rounds 4] [--cuts 2,6] \\
@@ -116,12 +120,15 @@ def main() -> None:
 
     header = (
         "| cut | layer | defense | accuracy | change (points) | SSIM | PSNR dB | "
-        "baseline SSIM | SSIM / undefended | defense device s |\n"
-        "|---|---|---|---|---|---|---|---|---|---|"
+        "baseline SSIM | class-prior SSIM | SSIM / undefended | gain / undefended | "
+        "defense device s |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [header]
     curve: dict[tuple[int, str], list[tuple[float, float]]] = {}
     halving: list[str] = []
+    halving_gain: list[str] = []
+    prior: dict[int, float] = {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for cut in cuts:
@@ -132,12 +139,16 @@ def main() -> None:
                 inv = s["inversion"][str(cut)]
                 if plain is None:
                     plain = {"accuracy": s["accuracy"], "ssim": inv["ssim"]}
+                    prior[cut] = inv["class_prior_ssim"] / inv["ssim"]
                 change = 100 * (s["accuracy"] - plain["accuracy"])
                 ratio = inv["ssim"] / plain["ssim"]
+                floor = inv["class_prior_ssim"]
+                gain = (inv["ssim"] - floor) / (plain["ssim"] - floor)
                 lines.append(
                     f"| {cut} | {inv['layer']} | {label} | {s['accuracy']:.4f} | "
                     f"{change:+.2f} | {inv['ssim']:.3f} | {inv['psnr']:.2f} | "
-                    f"{inv['baseline_ssim']:.3f} | {ratio:.2f} | "
+                    f"{inv['baseline_ssim']:.3f} | {inv['class_prior_ssim']:.3f} | {ratio:.2f} | "
+                    f"{gain:.2f} | "
                     f"{s.get('defense_device_seconds', 0.0):.4f} |"
                 )
                 print(lines[-1], flush=True)
@@ -145,12 +156,27 @@ def main() -> None:
                 curve.setdefault((cut, family), []).append((inv["ssim"], s["accuracy"]))
                 if defense is not None and ratio <= 0.5 and change >= -2.0:
                     halving.append(f"cut {cut}, {label}: SSIM x{ratio:.2f}, {change:+.2f} points")
+                if defense is not None and gain <= 0.5 and change >= -2.0:
+                    halving_gain.append(
+                        f"cut {cut}, {label}: gain x{gain:.2f}, {change:+.2f} points"
+                    )
     out = ["\n".join(lines), "", "SSIM against accuracy (the curve, per cut and defense):", ""]
     for (cut, family), points in curve.items():
         pts = ", ".join(f"({ssim:.3f}, {acc:.4f})" for ssim, acc in points)
         out.append(f"- cut {cut}, {family}: {pts}")
     out += ["", "Settings that halve the SSIM at a cost of at most 2 points:", ""]
     out += [f"- {h}" for h in halving] or ["- none"]
+    out += [
+        "",
+        "The class prior's SSIM against the undefended attack's (what knowing only each "
+        "victim's class gives, a floor for any defense that keeps the class readable): "
+        + ", ".join(f"cut {c} x{r:.2f}" for c, r in prior.items()),
+        "",
+        "Settings that halve the attack's SSIM gain over the class prior at a cost of at "
+        "most 2 points:",
+        "",
+    ]
+    out += [f"- {h}" for h in halving_gain] or ["- none"]
     out.append("")
     out.append(
         f"({args.dataset}, subset {args.subset}, {args.rounds} rounds, seed {args.seed}, "

@@ -59,6 +59,10 @@ def test_the_server_inverts_a_shallow_cut_after_the_last_round(tmp_path: Path, s
     assert s["inversion_ssim"] == inv["ssim"]
     assert s["inversion_ssim"] > s["inversion_baseline_ssim"] + 0.3
     assert s["inversion_psnr"] > s["inversion_baseline_psnr"] + 5
+    # the class prior (mean auxiliary image of each victim's class) sits between the
+    # untrained decoder and the attack on an undefended shallow cut
+    assert inv["class_prior_ssim"] == s["inversion_class_prior_ssim"]
+    assert s["inversion_baseline_ssim"] < s["inversion_class_prior_ssim"] < s["inversion_ssim"]
     events = list(Ledger.from_csv(tmp_path / scheme / "ledger.csv"))
     attack = [e for e in events if e.what == "inversion-attack"]
     assert len(attack) == 1
@@ -95,6 +99,8 @@ def test_cut_noise_lowers_what_the_attack_recovers_and_the_device_pays(tmp_path:
     )
     assert noisy["defense"] == "cut-noise"
     assert noisy["inversion_ssim"] < 0.8 * plain["inversion_ssim"]
+    # the class prior reads only the attacker's images and the victims: the defense cannot move it
+    assert noisy["inversion_class_prior_ssim"] == plain["inversion_class_prior_ssim"]
     events = list(Ledger.from_csv(tmp_path / "noisy" / "ledger.csv"))
     paid = [e for e in events if e.what == "defense-cut-noise"]
     trained = [e for e in events if e.what == "split-train"]

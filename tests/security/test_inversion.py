@@ -15,7 +15,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from tinylarge.errors import TinylargeError
-from tinylarge.security.inversion import invert, psnr, ssim, train_decoder
+from tinylarge.security.inversion import class_prior, invert, psnr, ssim, train_decoder
 
 
 def slow_ssim(a: np.ndarray, b: np.ndarray, *, data_range: float) -> float:
@@ -160,3 +160,26 @@ def test_decoder_is_deterministic_in_its_seed(digits: tuple[np.ndarray, np.ndarr
 def test_no_auxiliary_data_is_refused() -> None:
     with pytest.raises(TinylargeError, match="auxiliary"):
         train_decoder(client(), np.zeros((0, 1, 8, 8)), epochs=1, batch_size=8, lr=1e-3, seed=0)
+
+
+def test_class_prior_guesses_the_mean_auxiliary_image_of_the_victims_class() -> None:
+    one, two = np.zeros((1, 4, 4)), np.zeros((1, 4, 4))
+    one[0, 1:3, 1:3] = 1.0
+    two[0, 0, :] = 1.0
+    aux = np.stack([one, one, two])
+    # each class has one distinct image: the victims drawn from them are guessed exactly
+    s, db = class_prior(aux, np.array([3, 3, 7]), aux[[2, 0]], np.array([7, 3]), data_range=1.0)
+    assert (s, db) == (pytest.approx(1.0), math.inf)
+    # a class the attacker holds no image of: the mean of all of them
+    s, db = class_prior(aux, np.array([3, 3, 7]), two[None], np.array([5]), data_range=1.0)
+    mean = (2 * one + two) / 3
+    assert s == pytest.approx(ssim(mean[None], two[None], data_range=1.0))
+    assert db == pytest.approx(psnr(mean[None], two[None], data_range=1.0))
+    # two images of one class: their average, on the transform's scale
+    s, _ = class_prior(
+        aux, np.array([3, 7, 7]), (one + two)[None] / 2, np.array([7]), data_range=1.0,
+        transform=lambda v: v / 2,
+    )  # fmt: skip
+    assert s == pytest.approx(1.0)
+    with pytest.raises(TinylargeError, match="labelled"):
+        class_prior(aux, np.array([3, 3]), aux, np.array([3, 3, 7]), data_range=1.0)

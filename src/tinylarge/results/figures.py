@@ -429,13 +429,16 @@ def security(s: Summary, _rows: Sequence[Mapping[str, Any]], _l: Ledger | None) 
     out = [Section("Attack and defense", ("", ""), tuple(rows))]
     inversion = s.get("inversion") or {}
     if inversion:
-        cols = ("ssim", "psnr", "baseline_ssim", "baseline_psnr", "server_s")
+        cols = ("ssim", "psnr", "baseline_ssim", "baseline_psnr", "class_prior_ssim", "server_s")
         out.append(
             Section(
                 f"Model inversion of smashed data (defense: {s.get('defense')})",
-                ("cut", "layer", "SSIM", "PSNR dB", "untrained SSIM", "untrained PSNR", "server s"),
+                ("cut", "layer", "SSIM", "PSNR dB", "untrained SSIM", "untrained PSNR",
+                 "class-prior SSIM", "server s"),
                 tuple((k, v.get("layer"), *(v.get(c) for c in cols)) for k, v in inversion.items()),
-                "an untrained decoder of the same shape is the baseline the attack must beat",
+                "an untrained decoder of the same shape is the baseline the attack must beat; "
+                "the class prior (each victim guessed as the mean auxiliary image of its class) "
+                "is what an attacker reaches from the class alone, which the model must carry",
             )
-        )
+        )  # fmt: skip
     return out

@@ -285,12 +285,14 @@ class SplitScheme(Scheme[SO]):
         images the server draws, never the test set) through it, with the devices' guard,
         trains a decoder from what a device sends back to the images, and decodes the smashed
         data of the test images (the victims). Scored in pixels in [0, 1] (SSIM, PSNR),
-        beside an untrained decoder's scores. Billed to the server: the device side on the
-        auxiliary images, the decoder's training, its pass over the victims."""
+        beside an untrained decoder's scores and the class prior's (each victim guessed as
+        the mean auxiliary image of its class: what knowing the class alone gives). Billed
+        to the server: the device side on the auxiliary images, the decoder's training, its
+        pass over the victims."""
         ctx = self.ctx
         assert ctx.config.attack is not None
         opts = attack_options(ctx.config.attack.name, ctx.config.attack.options)
-        from tinylarge.security.inversion import invert, train_decoder
+        from tinylarge.security.inversion import class_prior, invert, train_decoder
 
         ds = ctx.dataset
         n_aux = min(opts.aux_samples, len(ds.x_train))
@@ -299,6 +301,11 @@ class SplitScheme(Scheme[SO]):
 
         def pixels(x: np.ndarray) -> np.ndarray:
             return np.clip(denormalize(x, ds.preprocessing), 0.0, 1.0)
+
+        prior_ssim, prior_psnr = class_prior(
+            x_aux, ds.y_train[aux], x_victim, ds.y_test[: opts.victim_samples],
+            data_range=1.0, transform=pixels,
+        )  # fmt: skip
 
         out: dict[str, dict[str, Any]] = {}
         seed = ctx.task_seed(-1, ATTACK_CLIENT)
@@ -332,6 +339,8 @@ class SplitScheme(Scheme[SO]):
                 "psnr": r.psnr,
                 "baseline_ssim": r.baseline_ssim,
                 "baseline_psnr": r.baseline_psnr,
+                "class_prior_ssim": prior_ssim,
+                "class_prior_psnr": prior_psnr,
                 "server_s": seconds,
             }
         return out
@@ -360,6 +369,9 @@ class SplitScheme(Scheme[SO]):
             out["inversion_psnr"] = best["psnr"]
             out["inversion_baseline_ssim"] = best["baseline_ssim"]
             out["inversion_baseline_psnr"] = best["baseline_psnr"]
+            if "class_prior_ssim" in best:  # absent from checkpoints of earlier versions
+                out["inversion_class_prior_ssim"] = best["class_prior_ssim"]
+                out["inversion_class_prior_psnr"] = best["class_prior_psnr"]
             out["inversion_server_s"] = math.fsum(
                 float(v["server_s"]) for v in self.inversion.values()
             )

@@ -7,7 +7,9 @@ through a copy of the client-side part, or received them), and trains an inverse
 on those pairs with a mean-squared-error loss. At attack time it decodes the victim's
 smashed data. A reconstruction is scored by SSIM and PSNR against the victim's true
 inputs, beside the same scores of an untrained decoder of the same shape (the baseline an
-attack must beat to have learnt anything).
+attack must beat to have learnt anything) and of the class-prior guess (the mean
+auxiliary input of the victim's class: what an attacker reaches from the class alone,
+:func:`class_prior`).
 
 The metrics are pure numpy/scipy functions; :func:`train_decoder` runs the library's one
 training loop (:func:`tinylarge.sim.training.run_steps`).
@@ -99,6 +101,48 @@ def psnr(a: np.ndarray, b: np.ndarray, *, data_range: float) -> float:
     if mse == 0.0:
         return math.inf
     return 10.0 * math.log10(data_range**2 / mse)
+
+
+def class_prior(
+    x_aux: np.ndarray,
+    y_aux: np.ndarray,
+    x_victim: np.ndarray,
+    y_victim: np.ndarray,
+    *,
+    data_range: float,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[float, float]:
+    """SSIM and PSNR of the class-prior reconstruction: each victim decoded as the mean of
+    the auxiliary inputs of its class (on the scores' scale, after ``transform``).
+
+    That is the best guess, in squared error, of an attacker who learns nothing from the
+    smashed data but the victim's class, which a split model must carry for the server to
+    classify at all (and which the server's own prediction gives it). A defense that keeps
+    accuracy cannot push an attacker below this reference; the untrained decoder's
+    baseline sits below it. A class without auxiliary inputs falls back to the mean of
+    them all.
+
+    >>> aux = np.array([[[0.0, 0.0]], [[1.0, 1.0]], [[1.0, 0.0]]])
+    >>> _, db = class_prior(aux, np.array([0, 1, 1]), aux[:2], np.array([0, 1]), data_range=1)
+    >>> round(db, 6)  # class 1 guessed as (1, 0.5) for (1, 1): MSE 0.25 / 4
+    12.0412
+    """
+    xa = np.asarray(x_aux, dtype=np.float64)
+    if transform is not None:
+        xa = np.asarray(transform(xa), dtype=np.float64)
+    truth = np.asarray(x_victim, dtype=np.float64)
+    if transform is not None:
+        truth = np.asarray(transform(truth), dtype=np.float64)
+    ya, yv = np.asarray(y_aux), np.asarray(y_victim)
+    if len(xa) == 0 or len(xa) != len(ya) or len(truth) != len(yv):
+        raise TinylargeError(
+            f"the class prior needs labelled inputs: {len(xa)} auxiliary inputs with "
+            f"{len(ya)} labels, {len(truth)} victims with {len(yv)} labels"
+        )
+    overall = xa.mean(axis=0)
+    means = {c: xa[ya == c].mean(axis=0) for c in np.unique(ya)}
+    guess = np.stack([means.get(c, overall) for c in yv.tolist()])
+    return ssim(guess, truth, data_range=data_range), psnr(guess, truth, data_range=data_range)
 
 
 @dataclass(frozen=True)
