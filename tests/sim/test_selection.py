@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import doctest
 import math
+import random
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from tinylarge.schemes.options import scheme_options
 from tinylarge.sim import selection
 from tinylarge.sim.context import Context
 from tinylarge.sim.engine import build_scheme, run_experiment
-from tinylarge.sim.ledger import Event, Ledger
+from tinylarge.sim.ledger import Event, Ledger, Side
 from tinylarge.sim.rounds import sample
 from tinylarge.sim.selection import (
     ClientFeedback,
@@ -75,6 +77,76 @@ def test_energy_keeps_the_devices_that_spent_least() -> None:
     assert [c.id for c in sample(ctx, 1, ctx.clients)] == [1, 2, 4, 7]
 
 
+def spent_by_scan(events: Iterable[Event]) -> dict[str, float]:
+    """Each device's joules the slow way: its device events in ledger order, from 0.0."""
+    out: dict[str, float] = {}
+    for e in events:
+        if e.side == "device":
+            out[e.node] = out.get(e.node, 0.0) + e.joules
+    return out
+
+
+def least_spent(seed: int, rnd: int, n: int, d: int, k: int, spent: dict[str, float]) -> list[int]:
+    """The energy policy written out: ``d`` uniform candidates of the round, the ``k`` that
+    spent least (ties: the lower id), in id order."""
+    cands = np.random.default_rng([seed, rnd + 1, 1]).choice(n, size=d, replace=False)
+    ranked = sorted((int(i) for i in cands), key=lambda i: (spent.get(f"client-{i}", 0.0), i))
+    return sorted(ranked[:k])
+
+
+def test_energy_equals_a_scan_of_the_ledger_added_in_ledger_order() -> None:
+    def bill(ctx: Context, rnd: int, node: str, joules: float) -> None:
+        side: Side = "server" if node == "server" else "device"
+        ctx.ledger.record(Event(round=rnd, node=node, side=side, kind="compute", what="w",
+                                profile="galaxy-s24", seconds=1.0, joules=joules))  # fmt: skip
+
+    # in ledger order 0.1 + 0.2 + 0.3 = 0.6000000000000001 > 0.6: device 1 has spent less
+    # than device 0 (math.fsum, or the order 0.3 + 0.2 + 0.1, would make them equal and
+    # take device 0)
+    ctx = context("energy", candidates=2.0)
+    for node, joules in [("client-0", 0.1), ("client-1", 0.6), ("client-0", 0.2), ("client-3", 5.0),
+                         ("client-0", 0.3), ("client-5", 9.0), ("client-7", 7.0),
+                         ("server", 0.0)]:  # fmt: skip
+        bill(ctx, 0, node, joules)
+    assert [c.id for c in sample(ctx, 1, ctx.clients)] == [1, 2, 4, 6]
+    # rounds of selections and bills: each round as the definition on a fresh scan
+    rng = random.Random(0)
+    ctx = context("energy", candidates=1.5)  # 6 candidates of 8, 4 kept
+    for rnd in range(12):
+        picked = [c.id for c in sample(ctx, rnd, ctx.clients)]
+        assert picked == least_spent(3, rnd, 8, 6, 4, spent_by_scan(ctx.ledger))
+        for _ in range(10):
+            node = f"client-{rng.choice(picked)}" if rng.random() < 0.8 else "server"
+            bill(ctx, rnd, node, rng.choice([0.1, 0.2, 0.3, 0.7, 1 / 3]))
+
+
+def test_energy_selection_resumes_to_the_same_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = small_task(training={"rounds": 4, "fraction": 0.5, "selection": "energy",
+                               "selection_candidates": 1.5},
+                     engine={"eval_every": 100})  # fmt: skip
+    cfg["topology"]["devices"] = [
+        {"profile": "rpi4", "count": 4, "link": "wifi6"},
+        {"profile": "stm32h743", "count": 4, "link": "ble-2m"},
+    ]
+    config = parse_config(cfg)
+    full = run_experiment(config, out=tmp_path / "full", progress=False)
+    ledger = Ledger.from_csv(tmp_path / "full" / "ledger.csv")
+    for rnd in range(4):  # what each round trained: the definition on the ledger before it
+        trained = sorted(
+            int(e.node.split("-")[1]) for e in ledger.select(round=rnd, what="local-train")
+        )
+        before = spent_by_scan(e for e in ledger if e.round < rnd)
+        assert trained == least_spent(3, rnd, 8, 6, 4, before)
+    # killed in round 2: the resumed run selects from the reloaded ledger, as the full run did
+    resumed = resume_after_kill(monkeypatch, FedAvgFamily, 2, config, tmp_path / "killed")
+    assert reproducible(resumed) == reproducible(full)
+    assert (tmp_path / "killed" / "ledger.csv").read_text() == (
+        tmp_path / "full" / "ledger.csv"
+    ).read_text()
+
+
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
@@ -102,6 +174,7 @@ def test_power_of_choice_trains_the_candidates_with_the_highest_loss(tmp_path: P
     config = parse_config(cfg)
     ctx = Context(config)
     scheme = build_scheme(ctx)
+    assert isinstance(scheme, FedAvgFamily)  # a FedAvg: its pool and its global weights
     scheme.setup()
     x, y = ctx.dataset.x_train, ctx.dataset.y_train
     cands = [c.id for c in sample(ctx, 0, scheme.pool)]

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
+from operator import attrgetter
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 
 Kind = Literal["compute", "upload", "download"]
 Side = Literal["device", "server"]
+#: The summable cost fields of an :class:`Event`.
+CostField = Literal["seconds", "joules", "macs", "bytes"]
 KINDS: tuple[Kind, ...] = ("compute", "upload", "download")
 
 
@@ -100,6 +104,10 @@ class Ledger:
 
     def __init__(self, events: Iterable[Event] = ()) -> None:
         self._events: list[Event] = list(events)
+        # node_totals' running sums: (field, side) -> (sums per node, events folded in so
+        # far). Right because events are only ever appended: a ledger with fewer events (a
+        # truncated or reloaded run) is a new Ledger with no sums yet.
+        self._node_sums: dict[tuple[CostField, Side | None], tuple[dict[str, float], int]] = {}
 
     def record(self, event: Event) -> None:
         self._events.append(event)
@@ -145,7 +153,7 @@ class Ledger:
 
     def total(
         self,
-        field: Literal["seconds", "joules", "macs", "bytes"],
+        field: CostField,
         **filters: object,
     ) -> float:
         """Sum of one cost field over the events matching ``filters`` (see :meth:`select`)."""
@@ -164,11 +172,27 @@ class Ledger:
     def device_macs(self, **filters: object) -> int:
         return int(self.total("macs", side="device", kind="compute", **filters))
 
-    def per_node(self, field: Literal["seconds", "joules", "macs", "bytes"]) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for e in self._events:
-            out[e.node] = out.get(e.node, 0.0) + float(getattr(e, field))
-        return out
+    def node_totals(self, field: CostField, *, side: Side | None = None) -> Mapping[str, float]:
+        """Sum of ``field`` per node over ``side``'s events (every event if ``None``), as a
+        read-only view, current until the next event is recorded; nodes without events are
+        absent.
+
+        Running sums: a call folds in only the events recorded since the previous call for
+        the same ``field`` and ``side``, so a query every round costs that round's events,
+        not the run's. Each node's sum adds its events in ledger order from 0.0, exactly as
+        a fresh scan does.
+        """
+        sums, seen = self._node_sums.get((field, side)) or ({}, 0)
+        cost = attrgetter(field)
+        for e in self._events[seen:]:
+            if side is None or e.side == side:
+                sums[e.node] = sums.get(e.node, 0.0) + float(cost(e))
+        self._node_sums[(field, side)] = (sums, len(self._events))
+        return MappingProxyType(sums)
+
+    def per_node(self, field: CostField, *, side: Side | None = None) -> dict[str, float]:
+        """A copy of :meth:`node_totals`."""
+        return dict(self.node_totals(field, side=side))
 
     def rounds(self) -> list[int]:
         return sorted({e.round for e in self._events})

@@ -98,15 +98,12 @@ def channel(ctx: Context, rnd: int, pool: Sequence[Client], k: int) -> list[Clie
 
 @SELECTORS.register("energy")
 def energy(ctx: Context, rnd: int, pool: Sequence[Client], k: int) -> list[Client]:
-    """The candidates that have spent the least device energy so far (joules, the ledger)."""
+    """The candidates that have spent the least device energy so far (joules, the ledger's
+    running per-node sums: a round reads the candidates' totals, it does not rescan the run)."""
 
     def spent(cs: Sequence[Client]) -> list[float]:
-        nodes = {c.node for c in cs}
-        joules = dict.fromkeys(nodes, 0.0)
-        for e in ctx.ledger:
-            if e.side == "device" and e.node in nodes:
-                joules[e.node] += e.joules
-        return [-joules[c.node] for c in cs]
+        joules = ctx.ledger.node_totals("joules", side="device")
+        return [-joules.get(c.node, 0.0) for c in cs]
 
     return _best(ctx, rnd, pool, k, spent)
 
