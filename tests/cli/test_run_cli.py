@@ -31,6 +31,38 @@ def test_run_json_prints_the_summary(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert summary["scheme"] == "fedavg"
 
 
+def test_run_prints_the_schemes_figures_from_the_runs_ledger(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tinylarge.sim.ledger import Ledger
+
+    cfg = small_task(
+        training={"rounds": 2},
+        model={"name": "cnn-tiny", "options": {"width": 4}},
+        scheme={"name": "sl", "options": {"cut": 2}},
+    )
+    cfg["topology"]["devices"] = [{"profile": "rpi4", "count": 2, "link": "wifi6"}]
+    out = tmp_path / "run"
+    reads: list[Path] = []
+    real = Ledger.from_csv.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type[Ledger], path: Path) -> Ledger:
+        reads.append(path)
+        return real(cls, path)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Ledger, "from_csv", classmethod(counted))
+    assert main(["run", write(tmp_path, cfg), "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    ledger = real(Ledger, out / "ledger.csv")
+    up = ledger.bytes_up(what="activations", profile="rpi4") // 2
+    assert up > 0
+    cut_table = text[text.index("Cut per device profile") :].splitlines()
+    row = next(line for line in cut_table if line.lstrip("│| ").startswith("rpi4"))
+    assert f"{up:,}" in row or str(up) in row  # the cut table's smashed bytes, from the ledger
+    assert (out / "report.html").is_file()
+    assert reads == [out / "ledger.csv"]  # read once, for the report and the printed figures
+
+
 def test_run_human_output_and_refusal_to_overwrite(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tinylarge.config import ExperimentConfig
+    from tinylarge.sim.ledger import Ledger
 
 ORDER = 10
 
@@ -56,20 +57,27 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not (args.json or args.quiet),
     )
+    from tinylarge.results.rundir import RunDir
+    from tinylarge.sim.ledger import Ledger
+
+    path = RunDir(out).ledger_path
+    ledger = Ledger.from_csv(path) if path.is_file() else None  # read once, used twice
     if not args.no_report:
         from tinylarge.results.report import build_report
 
-        build_report(out)
+        build_report(out, ledger=ledger)
     if args.json:
         print_json(summary)
     else:
-        print_summary(summary, out)
+        print_summary(summary, out, ledger)
         if not args.no_report:
             print(f"report: {out / 'report.html'}")
     return 0
 
 
-def print_summary(s: dict[str, Any], out: Path) -> None:
+def print_summary(s: dict[str, Any], out: Path, ledger: Ledger | None = None) -> None:
+    """The run's summary as tables, then the scheme's own figures (from ``ledger``, the
+    run's, when given)."""
     from tinylarge.cli._output import print_table
 
     rows: list[list[Any]] = [
@@ -144,11 +152,9 @@ def print_summary(s: dict[str, Any], out: Path) -> None:
         )
     from tinylarge.results.figures import scheme_sections
     from tinylarge.results.rundir import RunDir
-    from tinylarge.sim.ledger import Ledger
 
     run = RunDir(out)
     metrics = run.read_metrics() if run.path.is_dir() else []
-    ledger = Ledger.from_csv(run.ledger_path) if run.ledger_path.is_file() else None
     for sec in scheme_sections(s, metrics, ledger):  # the scheme's own figures
         print_table(list(sec.headers), [list(r) for r in sec.rows], title=sec.title)
         if sec.note:

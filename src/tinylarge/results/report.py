@@ -54,8 +54,11 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def build_report(run_dir: str | Path) -> Path:
-    """Write ``report.html`` into a completed run directory and return its path."""
+def build_report(run_dir: str | Path, *, ledger: Ledger | None = None) -> Path:
+    """Write ``report.html`` into a completed run directory and return its path.
+
+    ``ledger``: the run's ledger when the caller has already read it (``tinylarge run``
+    reads it once for the report and the printed summary); else it is read from the run."""
     run = RunDir(run_dir)
     if not run.path.is_dir():
         what = "is a file" if run.path.exists() else "does not exist"
@@ -67,7 +70,8 @@ def build_report(run_dir: str | Path) -> Path:
         )
     s = run.read_summary()
     rows = run.read_metrics()
-    ledger = Ledger.from_csv(run.ledger_path)
+    if ledger is None:
+        ledger = Ledger.from_csv(run.ledger_path)
     evaluated = [r for r in rows if r["accuracy"] is not None]
     plots: list[tuple[str, str]] = []
     if evaluated:
