@@ -136,11 +136,15 @@ OORT_UNCERTAINTY = 0.1
 #: The straggler penalty's exponent ``alpha`` in ``(T / t_i) ** alpha`` (the paper's 2).
 OORT_ALPHA = 2.0
 #: Exploitation keeps the devices with at least this share of the ``k_exploit``-th best
-#: utility (the cut-off ``c`` of Algorithm 1: 95 %).
+#: utility (the cut-off ``c`` of Algorithm 1). 95 % as the comment beside it in Oort's
+#: selector says ("take 95% of the cut-off loss"); the argument defaults behind that line
+#: differ: ``cut_off_util`` 0.7 in SymbioticLab/Oort (training/argParser.py) and 0.05 in
+#: FedScale's copy (thirdparty/oort, which also keeps at least ten times ``k_exploit``).
 OORT_CUTOFF = 0.95
-#: The preferred round duration ``T``: this percentile of the known durations (the
-#: open-source Oort's ``round_threshold``, 30 by default; its pacer, which moves it when the
-#: utility stalls, is not run).
+#: The preferred round duration ``T``: this percentile of the known durations (FedScale's
+#: Oort ``round_threshold``, 30 by default; SymbioticLab/Oort's training/argParser.py has
+#: 101, which turns the straggler penalty off; the pacer, which moves it when the utility
+#: stalls, is not run).
 OORT_PREFERRED_PERCENTILE = 30.0
 
 
