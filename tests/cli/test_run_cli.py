@@ -61,6 +61,10 @@ def test_run_prints_the_schemes_figures_from_the_runs_ledger(
     assert f"{up:,}" in row or str(up) in row  # the cut table's smashed bytes, from the ledger
     assert (out / "report.html").is_file()
     assert reads == [out / "ledger.csv"]  # read once, for the report and the printed figures
+    reads.clear()
+    assert main(["run", write(tmp_path, cfg), "--out", str(tmp_path / "j"), "--json",
+                 "--no-report"]) == 0  # fmt: skip
+    assert reads == []  # neither a report nor printed figures: no reason to read it
 
 
 def test_run_human_output_and_refusal_to_overwrite(

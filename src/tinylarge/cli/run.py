@@ -60,8 +60,10 @@ def run(args: argparse.Namespace) -> int:
     from tinylarge.results.rundir import RunDir
     from tinylarge.sim.ledger import Ledger
 
+    # read once for the report and the printed figures; not at all when neither is made
     path = RunDir(out).ledger_path
-    ledger = Ledger.from_csv(path) if path.is_file() else None  # read once, used twice
+    wanted = not (args.no_report and args.json)
+    ledger = Ledger.from_csv(path) if wanted and path.is_file() else None
     if not args.no_report:
         from tinylarge.results.report import build_report
 
